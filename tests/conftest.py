@@ -1,0 +1,77 @@
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry calls from Gradio apps and clients
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_FLICKR8K = ROOT.parent / "shared" / "flickr8k"
+needs_shared = pytest.mark.skipif(not (SHARED_FLICKR8K / "Flickr8k_text").is_dir(),
+                                  reason=f"the real Flickr8k is not beside the repo at {SHARED_FLICKR8K}")
+
+
+def write_image(path: Path, seed: int, size=(32, 24)) -> Path:
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture
+def original_layout(tmp_path):
+    """A tiny Flickr8k in the original layout, with CRLF lines and the bogus `.jpg.1` entry."""
+    text, images = tmp_path / "Flickr8k_text", tmp_path / "Flicker8k_Dataset"
+    text.mkdir(), images.mkdir()
+    names = [f"img{i}.jpg" for i in range(6)]
+    for i, name in enumerate(names):
+        write_image(images / name, i)
+    lines = [f"{name}#{k}\tA dog number {i} runs , fast .  " for i, name in enumerate(names) for k in range(5)]
+    lines += [f"2258277193_586949ec62.jpg.1#{k}\tA ghost ." for k in range(5)]
+    (text / "Flickr8k.token.txt").write_bytes("\r\n".join(lines).encode() + b"\r\n")
+    for split, part in (("train", names[:4]), ("dev", names[4:5]), ("test", names[5:])):
+        (text / f"Flickr_8k.{split}Images.txt").write_bytes(("\r\n".join(part) + "\r\n").encode())
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def random_encoder():
+    """One randomly initialised Xception for the whole session (building it takes seconds)."""
+    from pipeline.encoder import ImageEncoder
+    return ImageEncoder("none")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, random_encoder):
+    """A small untrained model folder for tests that need one that loads (with `random_encoder`)."""
+    from pipeline.captioner import make_config, save_artifact
+    from pipeline.decoder import build_decoder
+    from pipeline.vocab import SPECIALS, Vocabulary
+
+    vocab = Vocabulary(list(SPECIALS) + "a dog man runs on the grass in water".split())
+    model = build_decoder(len(vocab), units=16, embedding_dim=8, dropout=0.0)
+    # an untrained decoder may end at once; a low end-token bias keeps its captions non-empty
+    logits = model.get_layer("word_logits")
+    logits.bias.assign(np.where(np.arange(len(vocab)) == vocab.end_id, -20.0, 0.0).astype("float32"))
+    config = make_config(len(vocab), 6, random_encoder.fingerprint)
+    config["architecture"].update(units=16, embedding_dim=8, dropout=0.0)
+    return save_artifact(tmp_path_factory.mktemp("tiny_model"), model, vocab, config)
+
+
+@pytest.fixture(scope="session")
+def app_url(tiny_model, random_encoder):
+    """The Gradio app with the tiny model, served in this process on a free localhost port."""
+    import app
+    from pipeline import Captioner
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo = app.build_demo(Captioner.from_pretrained(tiny_model, image_encoder=random_encoder))
+    _, url, _ = app.serve(demo, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
+    yield url
+    demo.close()

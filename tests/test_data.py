@@ -1,0 +1,60 @@
+import logging
+
+import pytest
+
+from pipeline.data import DatasetError, load_flickr8k
+from conftest import SHARED_FLICKR8K, needs_shared, write_image
+
+
+def test_original_layout_skips_missing_image_once_and_reads_crlf(original_layout, caplog):
+    with caplog.at_level(logging.WARNING):
+        data = load_flickr8k(original_layout)
+    assert "2258277193_586949ec62.jpg.1" not in data.captions
+    assert [r for r in caplog.records if "2258277193_586949ec62.jpg.1" in r.getMessage()].__len__() == 1
+    assert data.split("train") == ["img0.jpg", "img1.jpg", "img2.jpg", "img3.jpg"]
+    assert data.split("test") == ["img5.jpg"]
+    assert data.captions["img0.jpg"][0] == "A dog number 0 runs , fast ."  # stripped, no '\r'
+    assert len(data.captions["img0.jpg"]) == 5
+
+
+def test_kaggle_layout_makes_deterministic_split(tmp_path, caplog):
+    (tmp_path / "Images").mkdir()
+    rows = ["image,caption"]
+    for i in range(40):
+        write_image(tmp_path / "Images" / f"k{i}.jpg", i, (8, 8))
+        rows += [f"k{i}.jpg,A cat, sitting on mat number {i} ." for _ in range(5)]
+    (tmp_path / "captions.txt").write_text("\r\n".join(rows))
+    with caplog.at_level(logging.WARNING):
+        first, second = load_flickr8k(tmp_path), load_flickr8k(tmp_path)
+    assert "no split files" in caplog.text
+    assert first.splits == second.splits
+    sizes = {k: len(v) for k, v in first.splits.items()}
+    assert sizes == {"train": 30, "dev": 5, "test": 5}
+    assert set(sum(first.splits.values(), [])) == {f"k{i}.jpg" for i in range(40)}
+    assert first.captions["k3.jpg"][0] == "A cat, sitting on mat number 3 ."
+
+
+@pytest.mark.parametrize("breakage, message", [
+    (lambda root: (root / "Flickr8k_text" / "Flickr8k.token.txt").write_text("\r\n  \n"), "empty file"),
+    (lambda root: (root / "Flickr8k_text" / "Flickr_8k.devImages.txt").unlink(), "Flickr_8k.devImages.txt"),
+    (lambda root: [p.unlink() for p in (root / "Flicker8k_Dataset").iterdir()], "none of the images"),
+    (lambda root: (root / "Flickr8k_text" / "Flickr8k.token.txt").write_text("no tab here\n"), "expected"),
+])
+def test_clear_errors_name_the_path(original_layout, breakage, message):
+    breakage(original_layout)
+    with pytest.raises(DatasetError, match=message):
+        load_flickr8k(original_layout)
+
+
+def test_wrong_folder(tmp_path):
+    with pytest.raises(DatasetError, match="neither"):
+        load_flickr8k(tmp_path)
+    with pytest.raises(DatasetError, match="not found"):
+        load_flickr8k(tmp_path / "nope")
+
+
+@needs_shared
+def test_real_flickr8k_splits():
+    data = load_flickr8k(SHARED_FLICKR8K)
+    assert {k: len(v) for k, v in data.splits.items()} == {"train": 6000, "dev": 1000, "test": 1000}
+    assert all(len(data.captions[n]) == 5 for n in data.split("test"))

@@ -1,0 +1,141 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.encoder import FeatureCache, ImageEncoder, extract_features, resolve_backbone_weights
+from pipeline.images import ImageError, load_image
+from conftest import write_image
+
+
+class CountingEncoder:
+    """Stands in for Xception: a feature is the image's mean colour, and calls are counted."""
+
+    def __init__(self, key="k1", fail_after=None):
+        self.key, self.fail_after, self.encoded = key, fail_after, []
+
+    def cache_key(self):
+        return self.key
+
+    def encode(self, images, batch_size=32):
+        if self.fail_after is not None and len(self.encoded) >= self.fail_after:
+            raise KeyboardInterrupt("simulated crash")
+        self.encoded += [p.name for p in images]
+        return np.stack([np.asarray(Image.open(p), np.float32).mean((0, 1)) for p in images])
+
+
+@pytest.fixture
+def image_dir(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(10):
+        write_image(folder / f"{i}.jpg", i, (8, 8))
+    return folder
+
+
+def test_cache_is_reused_and_keyed_by_encoder(tmp_path, image_dir):
+    names = [f"{i}.jpg" for i in range(10)]
+    first = CountingEncoder()
+    features = extract_features(first, image_dir, names, tmp_path / "cache", chunk_size=4)
+    assert len(first.encoded) == 10
+    again = CountingEncoder()
+    np.testing.assert_array_equal(extract_features(again, image_dir, names[::-1], tmp_path / "cache"),
+                                  features[::-1])
+    assert again.encoded == []  # everything came from disk
+    other_weights = CountingEncoder(key="k2")
+    extract_features(other_weights, image_dir, names[:3], tmp_path / "cache")
+    assert other_weights.encoded == names[:3]  # a different backbone never reuses the cache
+
+
+def test_interrupted_extraction_resumes(tmp_path, image_dir):
+    names = [f"{i}.jpg" for i in range(10)]
+    with pytest.raises(KeyboardInterrupt):
+        extract_features(CountingEncoder(fail_after=4), image_dir, names, tmp_path / "cache", chunk_size=4)
+    resumed = CountingEncoder()
+    extract_features(resumed, image_dir, names, tmp_path / "cache", chunk_size=4)
+    assert resumed.encoded == names[4:]
+    assert len(FeatureCache(tmp_path / "cache", "k1").features) == 10
+
+
+def test_backbone_weights_resolution(tmp_path, monkeypatch):
+    monkeypatch.delenv("CAPTION_BACKBONE_WEIGHTS", raising=False)
+    assert resolve_backbone_weights() == "imagenet"
+    assert resolve_backbone_weights("None") == "none"
+    with pytest.raises(FileNotFoundError, match="missing.weights.h5"):
+        resolve_backbone_weights(str(tmp_path / "missing.weights.h5"))
+    weights = tmp_path / "a.weights.h5"
+    weights.write_bytes(b"not checked here")
+    monkeypatch.setenv("CAPTION_BACKBONE_WEIGHTS", str(weights))
+    assert resolve_backbone_weights() == str(weights)
+
+
+def test_cache_key_follows_the_weight_values(random_encoder, image_dir, tmp_path):
+    features = random_encoder.encode([image_dir / "0.jpg", image_dir / "1.jpg"])
+    assert features.shape == (2, 2048) and np.isfinite(features).all()
+    same = tmp_path / "same.weights.h5"
+    random_encoder.model.save_weights(same)
+    from_file = ImageEncoder(str(same))
+    assert from_file.cache_key() == random_encoder.cache_key()  # same values, another source
+    np.testing.assert_allclose(from_file.encode([image_dir / "0.jpg"]), features[:1], rtol=1e-5, atol=1e-5)
+    layer = from_file.model.get_layer("block1_conv1")
+    layer.set_weights([w + 0.01 for w in layer.get_weights()])
+    from_file.model.save_weights(tmp_path / "changed.weights.h5")
+    assert ImageEncoder(str(tmp_path / "changed.weights.h5")).cache_key() != random_encoder.cache_key()
+
+
+def _saved(image, fmt="PNG", **kw):
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **kw)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("make", [
+    lambda: Image.new("P", (20, 10)),
+    lambda: Image.new("L", (20, 10), 128),
+    lambda: Image.new("RGBA", (20, 10), (255, 0, 0, 0)),
+    lambda: Image.new("CMYK", (20, 10), (0, 255, 0, 0)),
+    lambda: Image.fromarray(np.arange(200, dtype=np.uint16).reshape(10, 20) * 300),
+    lambda: Image.new("LA", (20, 10)),
+])
+def test_any_image_mode_becomes_rgb(make):
+    image = load_image(_saved(make(), "TIFF"))
+    assert image.mode == "RGB" and image.size == (20, 10)
+
+
+def test_transparent_pixels_become_white_and_16_bit_keeps_contrast():
+    clear = load_image(Image.new("RGBA", (4, 4), (255, 0, 0, 0)))
+    assert clear.getpixel((0, 0)) == (255, 255, 255)
+    ramp = load_image(Image.fromarray(np.arange(16, dtype=np.uint16).reshape(4, 4) * 4000))
+    assert ramp.getpixel((0, 0)) == (0, 0, 0) and ramp.getpixel((3, 3)) == (255, 255, 255)
+
+
+def test_exif_orientation_is_applied():
+    image = Image.new("RGB", (40, 20))
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    assert load_image(_saved(image, "JPEG", exif=exif)).size == (20, 40)
+
+
+def test_large_photos_are_downscaled_and_animation_uses_first_frame():
+    assert max(load_image(Image.new("RGB", (4000, 1000))).size) == 1024
+    frames = [Image.new("RGB", (8, 8), c) for c in ("red", "blue")]
+    gif = io.BytesIO()
+    frames[0].save(gif, "GIF", save_all=True, append_images=frames[1:])
+    assert load_image(gif.getvalue()).getpixel((0, 0)) == (255, 0, 0)
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"", "empty"),
+    (b"this is not an image", "not an image"),
+    (_saved(Image.new("RGB", (64, 64)), "JPEG")[:200], "could not be decoded"),
+    (_saved(Image.new("1", (30000, 30000)), "PNG"), "too large"),
+])
+def test_bad_inputs_get_clear_errors(data, message):
+    with pytest.raises(ImageError, match=message):
+        load_image(data)
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(ImageError, match="nope.jpg"):
+        load_image(tmp_path / "nope.jpg")

@@ -1,0 +1,140 @@
+"""Train the merge captioner on Flickr8k and save a model folder (see README.md).
+
+Extracts Xception features (cached on disk), trains the decoder with early stopping on the dev
+split, and writes config.json, vocab.json, decoder.weights.h5 and training_log.csv to --out.
+An interrupted run resumes when started again with the same --out.
+
+  python train.py --data ../shared/flickr8k --out weights/
+"""
+import argparse
+import csv
+import json
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from pipeline.data import load_flickr8k
+from pipeline.vocab import Vocabulary, clean_caption
+
+log = logging.getLogger("train")
+TRAINING_LOG = "training_log.csv"
+CHECKPOINTS = ".checkpoints"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="Flickr8k folder (original or Kaggle layout)")
+    p.add_argument("--out", default="weights", help="model folder to write (default: weights)")
+    p.add_argument("--backbone-weights", help="Xception weights: 'imagenet' (download), 'none' (random, for "
+                   "tests) or a local .weights.h5 file; default $CAPTION_BACKBONE_WEIGHTS, else imagenet")
+    p.add_argument("--cache-dir", help="feature cache root (default $CAPTION_CACHE_DIR or ~/.cache/flickr8k-captioner)")
+    p.add_argument("--epochs", type=int, default=30, help="most epochs; early stopping on dev loss ends sooner")
+    p.add_argument("--patience", type=int, default=3, help="epochs without dev improvement before stopping")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--min-count", type=int, default=5, help="keep words seen at least this often in train")
+    p.add_argument("--max-words", type=int, default=30, help="longest caption, in words, trained and generated")
+    p.add_argument("--remove-stop-words", action="store_true", help="drop stop words from captions (the "
+                   "seed project's cleaning; makes captions terse and ungrammatical)")
+    p.add_argument("--limit-images", type=int, help="train on the first N train images (and N/4 dev): for tests")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fresh", action="store_true", help="start over even if OUT holds an interrupted run")
+    p.add_argument("--push-to-hub", metavar="REPO_ID", help="publish the model folder to this Hub repo")
+    p.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
+    return p.parse_args(argv)
+
+
+def best_so_far(log_file: Path) -> float | None:
+    """Lowest dev loss an interrupted run already reached, so a resumed run only keeps better weights."""
+    if not log_file.is_file():
+        return None
+    with open(log_file, newline="") as f:
+        losses = [float(row["val_loss"]) for row in csv.DictReader(f) if row.get("val_loss")]
+    return min(losses) if losses else None
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    # TensorFlow takes seconds to import: only after the arguments are known to be good
+    import keras
+
+    from pipeline.captioner import make_config, save_artifact
+    from pipeline.decoder import build_decoder
+    from pipeline.encoder import ImageEncoder, extract_features
+    from pipeline.training import caption_sequences, make_dataset, masked_accuracy, masked_loss
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    keras.utils.set_random_seed(args.seed)
+    out = Path(args.out)
+    checkpoints = out / CHECKPOINTS
+    if args.fresh or not (checkpoints / "backup").exists():  # nothing to resume: start a new log
+        shutil.rmtree(checkpoints, ignore_errors=True)
+        (out / TRAINING_LOG).unlink(missing_ok=True)
+    else:
+        log.info("resuming the interrupted run in %s (pass --fresh to start over)", checkpoints)
+    started = time.time()
+
+    dataset = load_flickr8k(args.data)
+    train_names, dev_names = dataset.split("train"), dataset.split("dev")
+    if args.limit_images:
+        train_names, dev_names = train_names[:args.limit_images], dev_names[:max(1, args.limit_images // 4)]
+    vocab = Vocabulary.build([clean_caption(c, args.remove_stop_words) for n in train_names
+                              for c in dataset.captions[n]], args.min_count)
+    log.info("%d train / %d dev images, vocabulary of %d tokens", len(train_names), len(dev_names), len(vocab))
+
+    encoder = ImageEncoder(args.backbone_weights)
+    features = extract_features(encoder, dataset.image_dir, train_names + dev_names, args.cache_dir)
+    train_features, dev_features = features[:len(train_names)], features[len(train_names):]
+    train_index, train_seqs = caption_sequences(dataset, train_names, vocab, args.max_words, args.remove_stop_words)
+    dev_index, dev_seqs = caption_sequences(dataset, dev_names, vocab, args.max_words, args.remove_stop_words)
+    train_ds = make_dataset(train_features, train_index, train_seqs, args.batch_size, shuffle=True, seed=args.seed)
+    dev_ds = make_dataset(dev_features, dev_index, dev_seqs, args.batch_size, shuffle=False)
+
+    model = build_decoder(len(vocab))
+    model.compile(optimizer=keras.optimizers.Adam(args.learning_rate),
+                  loss=masked_loss, metrics=[masked_accuracy])
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    best_weights = checkpoints / "best.weights.h5"
+    epoch_start = {}
+    callbacks = [
+        # an interrupted run picks up at its last finished epoch when started again with the same OUT
+        keras.callbacks.BackupAndRestore(str(checkpoints / "backup")),
+        keras.callbacks.ModelCheckpoint(str(best_weights), save_best_only=True, save_weights_only=True,
+                                        initial_value_threshold=best_so_far(out / TRAINING_LOG)),
+        keras.callbacks.EarlyStopping(patience=args.patience),
+        keras.callbacks.LambdaCallback(  # each epoch's wall time goes into the CSV log
+            on_epoch_begin=lambda epoch, logs: epoch_start.update(t=time.perf_counter()),
+            on_epoch_end=lambda epoch, logs: logs.update(seconds=round(time.perf_counter() - epoch_start["t"], 1))),
+        keras.callbacks.CSVLogger(str(out / TRAINING_LOG), append=True),
+    ]
+    # a live progress bar on a terminal, one line per epoch in a log file
+    model.fit(train_ds, validation_data=dev_ds, epochs=args.epochs, callbacks=callbacks,
+              verbose=1 if sys.stdout.isatty() else 2)
+    model.load_weights(best_weights)
+
+    with open(out / TRAINING_LOG, newline="") as f:
+        history = list(csv.DictReader(f))
+    best = min(history, key=lambda row: float(row["val_loss"]))
+    config = make_config(len(vocab), args.max_words + 1, encoder.fingerprint, training={
+        "data": "flickr8k", "train_images": len(train_names), "train_captions": len(train_seqs),
+        "dev_images": len(dev_names), "epochs_run": len(history), "best_epoch": int(best["epoch"]) + 1,
+        "best_dev_loss": round(float(best["val_loss"]), 4), "batch_size": args.batch_size,
+        "learning_rate": args.learning_rate, "min_count": args.min_count, "max_words": args.max_words,
+        "remove_stop_words": args.remove_stop_words, "seed": args.seed,
+        "train_seconds": round(sum(float(r.get("seconds") or 0) for r in history), 1),
+        "wall_seconds_this_run": round(time.time() - started, 1)})
+    save_artifact(out, model, vocab, config)
+    shutil.rmtree(checkpoints)
+    log.info("saved model folder %s (best dev loss %.4f at epoch %d)", out, float(best["val_loss"]),
+             int(best["epoch"]) + 1)
+    print(json.dumps(config["training"], indent=2))
+    if args.push_to_hub:
+        from pipeline.hub import push_to_hub
+        push_to_hub(out, args.push_to_hub, private=args.private,
+                    commit_message=f"train.py: {len(history)} epochs, best dev loss {float(best['val_loss']):.4f}")
+
+
+if __name__ == "__main__":
+    main()
