@@ -21,6 +21,7 @@ from pipeline.vocab import Vocabulary, clean_caption
 log = logging.getLogger("train")
 TRAINING_LOG = "training_log.csv"
 CHECKPOINTS = ".checkpoints"
+MONITOR = "val_cider"  # the kept model is the one whose dev captions score best
 
 
 def parse_args(argv=None):
@@ -30,8 +31,8 @@ def parse_args(argv=None):
     p.add_argument("--backbone-weights", help="Xception weights: 'imagenet' (download), 'none' (random, for "
                    "tests) or a local .weights.h5 file; default $CAPTION_BACKBONE_WEIGHTS, else imagenet")
     p.add_argument("--cache-dir", help="feature cache root (default $CAPTION_CACHE_DIR or ~/.cache/flickr8k-captioner)")
-    p.add_argument("--epochs", type=int, default=30, help="most epochs; early stopping on dev loss ends sooner")
-    p.add_argument("--patience", type=int, default=3, help="epochs without dev improvement before stopping")
+    p.add_argument("--epochs", type=int, default=30, help="most epochs; early stopping on dev CIDEr-D ends sooner")
+    p.add_argument("--patience", type=int, default=3, help="epochs without a better dev CIDEr-D before stopping")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--min-count", type=int, default=5, help="keep words seen at least this often in train")
@@ -47,12 +48,12 @@ def parse_args(argv=None):
 
 
 def best_so_far(log_file: Path) -> float | None:
-    """Lowest dev loss an interrupted run already reached, so a resumed run only keeps better weights."""
+    """Best dev CIDEr an interrupted run already reached, so a resumed run only keeps better weights."""
     if not log_file.is_file():
         return None
     with open(log_file, newline="") as f:
-        losses = [float(row["val_loss"]) for row in csv.DictReader(f) if row.get("val_loss")]
-    return min(losses) if losses else None
+        scores = [float(row[MONITOR]) for row in csv.DictReader(f) if row.get(MONITOR)]
+    return max(scores) if scores else None
 
 
 def main(argv=None):
@@ -63,7 +64,7 @@ def main(argv=None):
     from pipeline.captioner import make_config, save_artifact
     from pipeline.decoder import build_decoder
     from pipeline.encoder import ImageEncoder, extract_features
-    from pipeline.training import caption_sequences, make_dataset, masked_accuracy, masked_loss
+    from pipeline.training import DevCider, caption_sequences, make_dataset, masked_accuracy, masked_loss
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     keras.utils.set_random_seed(args.seed)
@@ -99,11 +100,13 @@ def main(argv=None):
     best_weights = checkpoints / "best.weights.h5"
     epoch_start = {}
     callbacks = [
+        DevCider(dev_features, [dataset.captions[n] for n in dev_names], vocab, args.max_words + 1),
         # an interrupted run picks up at its last finished epoch when started again with the same OUT
         keras.callbacks.BackupAndRestore(str(checkpoints / "backup")),
-        keras.callbacks.ModelCheckpoint(str(best_weights), save_best_only=True, save_weights_only=True,
-                                        initial_value_threshold=best_so_far(out / TRAINING_LOG)),
-        keras.callbacks.EarlyStopping(patience=args.patience),
+        keras.callbacks.ModelCheckpoint(str(best_weights), monitor=MONITOR, mode="max", save_best_only=True,
+                                        save_weights_only=True, initial_value_threshold=best_so_far(out / TRAINING_LOG)),
+        keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=1, min_lr=1e-5),
+        keras.callbacks.EarlyStopping(monitor=MONITOR, mode="max", patience=args.patience),
         keras.callbacks.LambdaCallback(  # each epoch's wall time goes into the CSV log
             on_epoch_begin=lambda epoch, logs: epoch_start.update(t=time.perf_counter()),
             on_epoch_end=lambda epoch, logs: logs.update(seconds=round(time.perf_counter() - epoch_start["t"], 1))),
@@ -111,29 +114,31 @@ def main(argv=None):
     ]
     # a live progress bar on a terminal, one line per epoch in a log file
     model.fit(train_ds, validation_data=dev_ds, epochs=args.epochs, callbacks=callbacks,
+              shuffle=False,  # the tf.data pipeline shuffles; Keras cannot shuffle a Dataset
               verbose=1 if sys.stdout.isatty() else 2)
     model.load_weights(best_weights)
 
     with open(out / TRAINING_LOG, newline="") as f:
         history = list(csv.DictReader(f))
-    best = min(history, key=lambda row: float(row["val_loss"]))
+    best = max(history, key=lambda row: float(row[MONITOR]))
     config = make_config(len(vocab), args.max_words + 1, encoder.fingerprint, training={
         "data": "flickr8k", "train_images": len(train_names), "train_captions": len(train_seqs),
         "dev_images": len(dev_names), "epochs_run": len(history), "best_epoch": int(best["epoch"]) + 1,
-        "best_dev_loss": round(float(best["val_loss"]), 4), "batch_size": args.batch_size,
+        "best_dev_cider": round(float(best[MONITOR]), 4), "dev_loss": round(float(best["val_loss"]), 4),
+        "batch_size": args.batch_size,
         "learning_rate": args.learning_rate, "min_count": args.min_count, "max_words": args.max_words,
         "remove_stop_words": args.remove_stop_words, "seed": args.seed,
         "train_seconds": round(sum(float(r.get("seconds") or 0) for r in history), 1),
         "wall_seconds_this_run": round(time.time() - started, 1)})
     save_artifact(out, model, vocab, config)
     shutil.rmtree(checkpoints)
-    log.info("saved model folder %s (best dev loss %.4f at epoch %d)", out, float(best["val_loss"]),
+    log.info("saved model folder %s (best dev CIDEr-D %.4f at epoch %d)", out, float(best[MONITOR]),
              int(best["epoch"]) + 1)
     print(json.dumps(config["training"], indent=2))
     if args.push_to_hub:
         from pipeline.hub import push_to_hub
-        push_to_hub(out, args.push_to_hub, private=args.private,
-                    commit_message=f"train.py: {len(history)} epochs, best dev loss {float(best['val_loss']):.4f}")
+        push_to_hub(out, args.push_to_hub, private=args.private, image_encoder=encoder,
+                    commit_message=f"train.py: {len(history)} epochs, best dev CIDEr-D {float(best[MONITOR]):.4f}")
 
 
 if __name__ == "__main__":

@@ -96,6 +96,14 @@ class Caption:
         return math.exp(self.log_prob)
 
 
+def decode(steps: DecoderSteps, vocab: Vocabulary, features: np.ndarray, beam_size: int, max_length: int,
+           n_best: int = 1) -> list[list[Caption]]:
+    results = beam_search(steps.step, steps.initial_state(features), len(features), vocab.start_id,
+                          vocab.end_id, beam_size, max_length, n_best,
+                          banned_ids=(vocab.pad_id, vocab.start_id, vocab.unk_id))
+    return [[Caption(vocab.decode(h.tokens), h.log_prob) for h in hyps] for hyps in results]
+
+
 class Captioner:
     """Image in, English caption out.
 
@@ -123,11 +131,7 @@ class Captioner:
 
     def decode(self, features: np.ndarray, beam_size: int = 3, n_best: int = 1) -> list[list[Caption]]:
         """The n-best captions of each feature row, best first."""
-        results = beam_search(
-            self.steps.step, self.steps.initial_state(features), len(features), self.vocab.start_id,
-            self.vocab.end_id, beam_size, self.max_length, n_best,
-            banned_ids=(self.vocab.pad_id, self.vocab.start_id, self.vocab.unk_id))
-        return [[Caption(self.vocab.decode(h.tokens), h.log_prob) for h in hyps] for hyps in results]
+        return decode(self.steps, self.vocab, features, beam_size, self.max_length, n_best)
 
     def generate(self, images, beam_size: int = 3, n_best: int = 1, batch_size: int = 32) -> list[list[Caption]]:
         out = []

@@ -3,7 +3,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 from keras import ops
+from pycocoevalcap.cider.cider import Cider
 
+from .captioner import decode
+from .decoder import DecoderSteps
+from .metrics import python_tokenize
 from .vocab import Vocabulary, clean_caption
 
 
@@ -56,3 +60,22 @@ def masked_accuracy(targets, logits):
     mask = ops.cast(ops.not_equal(targets, 0), "float32")
     hits = ops.cast(ops.equal(ops.cast(targets, "int32"), ops.cast(ops.argmax(logits, -1), "int32")), "float32")
     return ops.sum(hits * mask) / ops.maximum(ops.sum(mask), 1.0)
+
+
+class DevCider(keras.callbacks.Callback):
+    """Scores beam-search captions of the dev images after each epoch (logged as `val_cider`).
+
+    The dev loss stops improving before the captions do, so the kept model is chosen by this.
+    """
+
+    def __init__(self, features: np.ndarray, references: list[list[str]], vocab: Vocabulary, max_length: int,
+                 beam_size: int = 3):
+        super().__init__()
+        self.features, self.vocab, self.max_length, self.beam_size = features, vocab, max_length, beam_size
+        self.references = python_tokenize(dict(enumerate(references)))  # once, not every epoch
+        self.cider = Cider()
+
+    def on_epoch_end(self, epoch, logs=None):
+        captions = decode(DecoderSteps(self.model), self.vocab, self.features, self.beam_size, self.max_length)
+        predictions = python_tokenize({i: [best[0].text] for i, best in enumerate(captions)})
+        logs["val_cider"] = float(self.cider.compute_score(self.references, predictions)[0])
