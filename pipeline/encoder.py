@@ -4,9 +4,11 @@ import hashlib
 import json
 import logging
 import os
+import uuid
 from pathlib import Path
 
 import numpy as np
+from PIL import ImageOps
 from tqdm import tqdm
 
 from .images import load_image, to_model_input
@@ -19,6 +21,7 @@ FEATURE_DIM = 2048
 BACKBONE_WEIGHTS_ENV = "CAPTION_BACKBONE_WEIGHTS"
 CACHE_ENV = "CAPTION_CACHE_DIR"
 PREPROCESSING = "pil-bicubic-299+xception.preprocess_input"  # part of the cache key
+MIRRORED = "#mirrored"  # cache name suffix of a left-right mirrored image's features
 
 
 def default_cache_dir() -> Path:
@@ -100,7 +103,9 @@ class FeatureCache:
     def __init__(self, root: str | Path, key: str):
         self.dir = Path(root) / "features" / key
         self.features: dict[str, np.ndarray] = {}
-        for part in sorted(self.dir.glob("part-*.npz")):
+        for part in self.dir.glob("part-*.npz"):
+            if part.name.endswith(".tmp.npz"):  # a write that crashed half-way
+                continue
             with np.load(part, allow_pickle=False) as data:
                 self.features.update(zip(data["names"].tolist(), data["features"]))
 
@@ -109,10 +114,9 @@ class FeatureCache:
 
     def add(self, names: list[str], features: np.ndarray) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        index = len(list(self.dir.glob("part-*.npz")))
-        tmp = self.dir / f"part-{index:05d}.tmp.npz"
-        np.savez(tmp, names=np.array(names), features=features.astype(np.float32))
-        tmp.rename(self.dir / f"part-{index:05d}.npz")
+        part = f"part-{uuid.uuid4().hex}"  # unique, so two processes filling one cache never collide
+        np.savez(self.dir / f"{part}.tmp.npz", names=np.array(names), features=features.astype(np.float32))
+        (self.dir / f"{part}.tmp.npz").rename(self.dir / f"{part}.npz")
         self.features.update(zip(names, features))
 
     def get(self, names) -> np.ndarray:
@@ -120,17 +124,23 @@ class FeatureCache:
 
 
 def extract_features(encoder: ImageEncoder, image_dir: Path, names, cache_root: str | Path | None = None,
-                     batch_size: int = 32, chunk_size: int = 512) -> np.ndarray:
-    """Features for `names` (files in `image_dir`), computing only those not cached yet."""
+                     batch_size: int = 32, chunk_size: int = 512, mirrored: bool = False) -> np.ndarray:
+    """Features for `names` (files in `image_dir`), computing only those not cached yet.
+
+    `mirrored` gives the features of the left-right mirrored images (training augmentation).
+    """
     cache = FeatureCache(cache_root or default_cache_dir(), encoder.cache_key())
-    todo = cache.missing(names)
+    suffix = MIRRORED if mirrored else ""
+    todo = cache.missing(n + suffix for n in names)
     if todo:
         log.info("extracting features of %d image(s) into %s (%d already cached)",
                  len(todo), cache.dir, len(set(names)) - len(todo))
         with tqdm(total=len(todo), desc="image features", unit="img") as bar:
             for i in range(0, len(todo), chunk_size):
                 chunk = todo[i:i + chunk_size]
-                features = encoder.encode([image_dir / n for n in chunk], batch_size)
-                cache.add(chunk, features)
+                images = [image_dir / n.removesuffix(suffix) for n in chunk]
+                if mirrored:
+                    images = [ImageOps.mirror(load_image(path)) for path in images]
+                cache.add(chunk, encoder.encode(images, batch_size))
                 bar.update(len(chunk))
-    return cache.get(names)
+    return cache.get(n + suffix for n in names)

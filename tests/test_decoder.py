@@ -1,11 +1,13 @@
 """The merge decoder learns a tiny synthetic dataset; its step functions agree with the full model."""
+from types import SimpleNamespace
+
 import keras
 import numpy as np
 import pytest
 
 from pipeline.beam_search import beam_search
 from pipeline.decoder import DecoderSteps, build_decoder
-from pipeline.training import make_dataset, masked_loss
+from pipeline.training import caption_sequences, make_dataset, masked_loss
 from pipeline.vocab import Vocabulary
 
 CAPTIONS = ["a dog runs through the grass", "two children play on the beach", "a man rides a red bike"]
@@ -52,3 +54,14 @@ def test_padding_does_not_change_the_loss():
     logits = np.random.default_rng(0).normal(size=(1, 5, 8)).astype(np.float32)
     unpadded = masked_loss(targets[:, :3], logits[:, :3]).numpy()
     assert masked_loss(targets, logits).numpy() == pytest.approx(unpadded)
+
+
+def test_caption_sequences_pad_and_mirror_left_and_right():
+    dataset = SimpleNamespace(captions={"x.jpg": ["A dog turns left .", "The dog is on the right ."]})
+    vocab = Vocabulary.build([["a", "dog", "turns", "left", "the", "is", "on", "right"]], min_count=1)
+    index, plain = caption_sequences(dataset, ["x.jpg"], vocab, max_words=6)
+    _, mirrored = caption_sequences(dataset, ["x.jpg"], vocab, max_words=6, mirrored=True)
+    assert index.tolist() == [0, 0] and plain.shape == (2, 8)
+    assert vocab.decode(plain[0][1:]) == "a dog turns left" and plain[0][-1] == vocab.pad_id
+    assert vocab.decode(mirrored[0][1:]) == "a dog turns right"
+    assert vocab.decode(mirrored[1][1:]) == "the dog is on the left"

@@ -10,7 +10,7 @@ from conftest import write_image
 
 
 class CountingEncoder:
-    """Stands in for Xception: a feature is the image's mean colour, and calls are counted."""
+    """Stands in for Xception: a feature is the mean colour of the image's left column; calls are counted."""
 
     def __init__(self, key="k1", fail_after=None):
         self.key, self.fail_after, self.encoded = key, fail_after, []
@@ -21,8 +21,8 @@ class CountingEncoder:
     def encode(self, images, batch_size=32):
         if self.fail_after is not None and len(self.encoded) >= self.fail_after:
             raise KeyboardInterrupt("simulated crash")
-        self.encoded += [p.name for p in images]
-        return np.stack([np.asarray(Image.open(p), np.float32).mean((0, 1)) for p in images])
+        self.encoded += [getattr(image, "name", "<in memory>") for image in images]
+        return np.stack([np.asarray(load_image(image), np.float32)[:, 0].mean(0) for image in images])
 
 
 @pytest.fixture
@@ -56,6 +56,21 @@ def test_interrupted_extraction_resumes(tmp_path, image_dir):
     extract_features(resumed, image_dir, names, tmp_path / "cache", chunk_size=4)
     assert resumed.encoded == names[4:]
     assert len(FeatureCache(tmp_path / "cache", "k1").features) == 10
+
+
+def test_mirrored_features_are_cached_apart(tmp_path, image_dir):
+    names = [f"{i}.jpg" for i in range(3)]
+    plain = extract_features(CountingEncoder(), image_dir, names, tmp_path / "cache")
+    encoder = CountingEncoder()
+    mirrored = extract_features(encoder, image_dir, names, tmp_path / "cache", mirrored=True)
+    assert len(encoder.encoded) == 3  # not served from the plain images' entries
+    right_columns = [np.asarray(load_image(image_dir / n), np.float32)[:, -1].mean(0) for n in names]
+    np.testing.assert_allclose(mirrored, right_columns)
+    assert not np.allclose(mirrored, plain)
+    again = CountingEncoder()
+    np.testing.assert_array_equal(extract_features(again, image_dir, names, tmp_path / "cache", mirrored=True),
+                                  mirrored)
+    assert again.encoded == []
 
 
 def test_backbone_weights_resolution(tmp_path, monkeypatch):

@@ -1,0 +1,265 @@
+"""The model on the Hugging Face Hub: where the app's weights come from, and publishing them.
+
+  python -m pipeline.hub push weights/ USER/flickr8k-captioner [--private] [--dry-run]
+
+The token comes from $HF_TOKEN or the login cached by `hf auth login`; huggingface_hub reads it
+itself, so this module never holds it.
+"""
+import argparse
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_token, snapshot_download
+
+from .captioner import ARTIFACT_FILES, CONFIG_FILE, Captioner
+from .encoder import BACKBONE_WEIGHTS_ENV, ImageEncoder
+
+log = logging.getLogger(__name__)
+
+REPO_ENV, REVISION_ENV = "CAPTION_MODEL_REPO", "CAPTION_MODEL_REVISION"
+LOCAL_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+METRICS_FILE, TRAINING_LOG = "metrics.json", "training_log.csv"
+CARD_FILE = "README.md"
+HOW_TO_GET_WEIGHTS = (f"train a model with `python train.py --data FLICKR8K --out weights/`, or set {REPO_ENV} "
+                      "to a Hub repo published with `python -m pipeline.hub push`")
+
+# The scores of evaluate.py's JSON that go on the model card: key -> (model-index metric type, name).
+# Its other keys are settings, counts or bootstrap intervals (KEY_ci95_low/high, shown beside them).
+CARD_METRICS = {"bleu_1": ("bleu", "BLEU-1"), "bleu_2": ("bleu", "BLEU-2"), "bleu_3": ("bleu", "BLEU-3"),
+                "bleu_4": ("bleu", "BLEU-4"), "meteor": ("meteor", "METEOR"), "rouge_l": ("rouge", "ROUGE-L"),
+                "cider": ("cider", "CIDEr-D"), "bertscore_f1": ("bertscore", "BERTScore F1"),
+                "bertscore_f1_rescaled": ("bertscore", "BERTScore F1, rescaled")}
+
+
+class NoWeightsError(RuntimeError):
+    """Neither the Hub nor the local folder holds a model."""
+
+
+class HubError(RuntimeError):
+    """Publishing cannot start (no token, nothing to publish)."""
+
+
+def has_artifact(folder: Path) -> bool:
+    return all((folder / name).is_file() for name in ARTIFACT_FILES)
+
+
+def resolve_weights(local: str | Path = LOCAL_WEIGHTS) -> Path:
+    """The model folder to load: the Hub repo named by $CAPTION_MODEL_REPO, else `local`.
+
+    The Hub copy is pinned by $CAPTION_MODEL_REVISION (default main) and only the artifact's
+    files are fetched. Any failure there (offline, unknown repo or revision, no access) is
+    logged in one line and the local folder is used instead.
+    """
+    local = Path(local)
+    repo_id = os.environ.get(REPO_ENV)
+    if repo_id:
+        revision = os.environ.get(REVISION_ENV) or "main"
+        try:
+            folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=list(ARTIFACT_FILES)))
+        except Exception as error:  # network, auth, unknown repo or revision, bad id: all mean "use the local copy"
+            log.warning("model weights: Hub repo %s@%s unavailable (%s: %s); falling back to %s",
+                        repo_id, revision, type(error).__name__, str(error).partition("\n")[0], local)
+        else:
+            if has_artifact(folder):
+                log.info("model weights: Hub repo %s@%s (commit %s)", repo_id, revision, folder.name)
+                return folder
+            log.warning("model weights: Hub repo %s@%s lacks some of %s; falling back to %s",
+                        repo_id, revision, ", ".join(ARTIFACT_FILES), local)
+    if has_artifact(local):
+        log.info("model weights: local folder %s", local)
+        return local
+    raise NoWeightsError(f"no usable model weights: {local} does not hold {', '.join(ARTIFACT_FILES)}"
+                         f"{f' and the Hub repo {repo_id} could not be used' if repo_id else ''}. "
+                         f"To get them, {HOW_TO_GET_WEIGHTS}.")
+
+
+def _read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _metric_rows(metrics: dict) -> list[tuple[str, str, float, str]]:
+    """(metric type, name, value, 95% interval or "") of each score evaluate.py computed."""
+    rows = []
+    for key, (metric_type, name) in CARD_METRICS.items():
+        if metrics.get(key) is None:  # skipped, e.g. METEOR without Java
+            continue
+        low, high = metrics.get(f"{key}_ci95_low"), metrics.get(f"{key}_ci95_high")
+        interval = f"{low:.4f} – {high:.4f}" if low is not None and high is not None else ""
+        rows.append((metric_type, name, round(float(metrics[key]), 4), interval))
+    return rows
+
+
+def model_card(repo_id: str, config: dict, metrics: dict | None) -> ModelCard:
+    """README.md for the model repo: Hub metadata, usage, training, evaluation, limitations."""
+    training = config.get("training", {})
+    rows = _metric_rows(metrics) if metrics else []
+    split = (metrics or {}).get("split", "test")
+    data = ModelCardData(
+        library_name="keras", pipeline_tag="image-to-text", language="en",
+        license="other", license_name="flickr8k-research-use",
+        datasets=["flickr8k"], tags=["image-captioning", "flickr8k", "xception", "lstm", "tensorflow"],
+        model_name=repo_id.split("/")[-1],
+        metrics=sorted({metric_type for metric_type, *_ in rows}) or None,
+        eval_results=[EvalResult(task_type="image-to-text", task_name="Image captioning", dataset_type="flickr8k",
+                                 dataset_name="Flickr8k", dataset_split=split, metric_type=metric_type,
+                                 metric_name=name, metric_value=value) for metric_type, name, value, _ in rows] or None,
+    )
+    if rows:
+        bertscore = f"; BERTScore with {metrics['bertscore_model']}" if metrics.get("bertscore_model") else ""
+        evaluation = (f"Flickr8k {split} split: {metrics.get('n_images', '?')} images with five reference captions "
+                      f"each, beam size {metrics.get('beam_size', '?')}. BLEU, METEOR, ROUGE-L and CIDEr-D come "
+                      f"from the COCO caption evaluation code ({metrics.get('tokenizer', '?')} tokenizer){bertscore}."
+                      "\n\n| metric | score | 95% bootstrap interval |\n|---|---|---|\n"
+                      + "".join(f"| {name} | {value:.4f} | {interval} |\n" for _, name, value, interval in rows))
+    else:
+        evaluation = f"Not evaluated yet: this upload carried no `{METRICS_FILE}` from `evaluate.py`.\n"
+    facts = {"training images": training.get("train_images"), "training captions": training.get("train_captions"),
+             "epochs run": training.get("epochs_run"), "best epoch": training.get("best_epoch"),
+             "best dev CIDEr-D (beam 3)": training.get("best_dev_cider"), "dev loss": training.get("dev_loss"),
+             "vocabulary (tokens)": config["vocab_size"],
+             "longest caption (tokens)": config["max_length"],
+             "backbone weights fingerprint": config["encoder"]["weights_fingerprint"],
+             "Keras / TensorFlow": " / ".join(config.get("versions", {}).values()) or None}
+    training_lines = "".join(f"- {name}: {value}\n" for name, value in facts.items() if value is not None)
+    body = f"""
+# Flickr8k captioner
+
+Photo in, one English sentence out. An [Xception](https://keras.io/api/applications/xception/) image
+encoder (ImageNet weights, average pooling, not part of this repo) feeds a "merge" LSTM decoder
+trained on the Flickr8k captions; captions come from beam search.
+
+## Use it
+
+With the Flickr8k captioner project's code (`pipeline/`):
+
+```python
+from huggingface_hub import snapshot_download
+from pipeline import Captioner
+
+folder = snapshot_download("{repo_id}", allow_patterns={list(ARTIFACT_FILES)})
+captioner = Captioner.from_pretrained(folder)
+captioner.caption("photo.jpg", beam_size=3)
+```
+
+or its demo app: `CAPTION_MODEL_REPO={repo_id} python app.py`. Keras downloads the Xception
+ImageNet weights on first use; offline, point `{BACKBONE_WEIGHTS_ENV}` at a local copy.
+
+Files: `{CONFIG_FILE}` (architecture, encoder, training settings), `vocab.json`, `decoder.weights.h5`
+(the decoder's Keras weights){f", `{METRICS_FILE}` (evaluate.py's scores)" if metrics else ""} and
+`{TRAINING_LOG}` when the training run wrote one.
+
+## Training
+
+{training_lines}
+## Evaluation
+
+{evaluation}
+## Limitations
+
+- Flickr8k is small: 6,000 training photos, mostly people and dogs in everyday outdoor scenes. Photos
+  unlike those get generic or wrong captions, and the vocabulary is limited to about
+  {config["vocab_size"]} words.
+- Captions repeat the habits and biases of the crowd-sourced training captions (for example guessing
+  gender or age from appearance). Do not use them where a wrong description can harm someone, and
+  not as the only description for accessibility without review.
+- English only; one sentence; no counting, text reading or fine-grained recognition.
+
+## Licence
+
+The weights are derived from Flickr8k (Hodosh, Young and Hockenmaier, "Framing Image Description as
+a Ranking Task", JAIR 2013), whose photos and captions are provided for research use only; the
+same restriction applies to this model.
+"""
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
+
+
+def build_upload_folder(folder: str | Path, dest: str | Path, repo_id: str) -> Path:
+    """Copy the artifact (and its metrics and training log, when present) into `dest` with a model card."""
+    folder, dest = Path(folder), Path(dest)
+    if not has_artifact(folder):
+        raise HubError(f"{folder} is not a model folder: it needs {', '.join(ARTIFACT_FILES)}")
+    if dest.exists() and any(dest.iterdir()):  # stray files would be uploaded too
+        raise HubError(f"{dest} is not empty; the upload folder must hold only what is published")
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in (*ARTIFACT_FILES, METRICS_FILE, TRAINING_LOG):
+        if (folder / name).is_file():
+            shutil.copy2(folder / name, dest / name)
+    model_card(repo_id, _read_json(dest / CONFIG_FILE), _read_json(dest / METRICS_FILE)).save(dest / CARD_FILE)
+    return dest
+
+
+def check_upload_folder(folder: Path, image_encoder: ImageEncoder | None = None) -> str:
+    """Load `folder` as the app would and caption a plain gray image; returns that caption."""
+    captioner = Captioner.from_pretrained(folder, image_encoder=image_encoder)
+    return captioner.caption(np.full((64, 64, 3), 128, np.uint8))
+
+
+def stage(folder: str | Path, dest: Path, repo_id: str, image_encoder: ImageEncoder | None = None) -> Path:
+    """Build the upload folder and check that it loads, so a broken model is never published."""
+    build_upload_folder(folder, dest, repo_id)
+    caption = check_upload_folder(dest, image_encoder)
+    log.info("%s loads with Captioner.from_pretrained (a gray test image: %r)", dest, caption)
+    return dest
+
+
+def default_commit_message(folder: Path) -> str:
+    training = (_read_json(folder / CONFIG_FILE) or {}).get("training", {})
+    metrics = _read_json(folder / METRICS_FILE) or {}
+    parts = [f"{training['epochs_run']} epochs, best dev CIDEr-D {training['best_dev_cider']}"] if training else []
+    if "bleu_4" in metrics:
+        parts.append(f"{metrics.get('split', 'test')} BLEU-4 {metrics['bleu_4']:.4f}")
+    return "Upload Flickr8k captioner" + (f" ({', '.join(parts)})" if parts else "")
+
+
+def push_to_hub(folder: str | Path, repo_id: str, private: bool = False, commit_message: str | None = None, *,
+                dry_run: bool = False, dest: str | Path | None = None,
+                image_encoder: ImageEncoder | None = None) -> str:
+    """Publish a model folder with its model card; returns the commit URL.
+
+    With `dry_run` nothing leaves the machine: the exact upload folder is built and checked in
+    `dest` (else a new temporary folder), and its path is returned.
+    """
+    if dry_run:
+        staging = stage(folder, Path(dest or tempfile.mkdtemp(prefix="hub-upload-")), repo_id, image_encoder)
+        log.info("dry run: %s is what would be uploaded to %s", staging, repo_id)
+        return str(staging)
+    if get_token() is None:
+        raise HubError("no Hugging Face token: set HF_TOKEN or log in with `hf auth login`")
+    with tempfile.TemporaryDirectory(prefix="hub-upload-") as tmp:
+        staging = stage(folder, Path(tmp), repo_id, image_encoder)
+        api = HfApi()
+        api.create_repo(repo_id, private=private or None, exist_ok=True)  # None: the account's default
+        commit = api.upload_folder(repo_id=repo_id, folder_path=staging,
+                                   commit_message=commit_message or default_commit_message(staging))
+    log.info("published %s to %s", folder, commit.commit_url)
+    return commit.commit_url
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=f"Publish a trained model folder to the Hugging Face Hub. The load "
+                                f"check builds the Xception backbone from ${BACKBONE_WEIGHTS_ENV}, else ImageNet.")
+    commands = p.add_subparsers(dest="command", required=True)
+    push = commands.add_parser("push", help="upload a model folder and its generated model card")
+    push.add_argument("folder", help="the model folder, e.g. weights/")
+    push.add_argument("repo_id", help="the Hub model repo, e.g. USER/flickr8k-captioner")
+    push.add_argument("--private", action="store_true", help="create the repo private (an existing repo keeps "
+                      "its visibility)")
+    push.add_argument("--commit-message", help="default: names the training run and its test BLEU-4")
+    push.add_argument("--dry-run", action="store_true", help="build and check the upload folder, upload nothing")
+    push.add_argument("--out", help="with --dry-run: build the folder here (default: a new temporary folder)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        print(push_to_hub(args.folder, args.repo_id, args.private, args.commit_message, dry_run=args.dry_run,
+                          dest=args.out))
+    except HubError as error:
+        raise SystemExit(f"error: {error}") from None
+
+
+if __name__ == "__main__":
+    main()

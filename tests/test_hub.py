@@ -1,0 +1,173 @@
+"""Where the weights come from (local folder, Hub cache offline, fallback) and publishing them."""
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+
+import huggingface_hub
+import pytest
+from huggingface_hub import ModelCard
+
+import app
+from conftest import ROOT
+from pipeline import Captioner
+from pipeline import hub
+from pipeline.captioner import ARTIFACT_FILES
+
+REPO_ID = "tester/flickr8k-captioner"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+METRICS = {  # evaluate.py --json, as it writes it
+    "split": "test", "n_images": 1000, "beam_size": 3, "images_per_second": 210.5, "weights": "weights",
+    "bleu_1": 0.6012, "bleu_2": 0.4101, "bleu_3": 0.2755, "bleu_4": 0.1834, "bleu_4_ci95_low": 0.1712,
+    "bleu_4_ci95_high": 0.1951, "meteor": None, "meteor_skipped": "java not found on PATH", "rouge_l": 0.4521,
+    "cider": 0.5123, "cider_ci95_low": 0.4801, "cider_ci95_high": 0.5442, "tokenizer": "python",
+    "distinct_captions": 412, "vocabulary_used": 388, "bertscore_precision": 0.61, "bertscore_recall": 0.58,
+    "bertscore_f1": 0.5954, "bertscore_f1_rescaled": 0.2811, "bertscore_baseline_f1": 0.44,
+    "bertscore_baseline": "random pairs", "bertscore_model": "all-MiniLM-L6-v2", "bertscore_layers": 5}
+TOKEN = "hf_NeverPrintThisToken0123456789"
+
+
+@pytest.fixture
+def model_folder(tiny_model, tmp_path):
+    """A trained-looking model folder: the artifact, evaluate.py's metrics, a training log and clutter."""
+    folder = shutil.copytree(tiny_model, tmp_path / "weights")
+    config = json.loads((folder / "config.json").read_text())
+    config["training"] = {"train_images": 6000, "train_captions": 30000, "epochs_run": 7, "best_epoch": 4,
+                          "best_dev_cider": 0.4321, "dev_loss": 2.81}
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "metrics.json").write_text(json.dumps(METRICS))
+    (folder / "training_log.csv").write_text("epoch,loss,val_loss\n0,4.1,3.9\n")
+    (folder / ".checkpoints").mkdir()
+    (folder / ".checkpoints" / "best.weights.h5").write_bytes(b"not for upload")
+    return folder
+
+
+def populate_hub_cache(cache, repo_id, commit, files):
+    """The cache layout huggingface_hub documents: blobs by hash, snapshots of links, refs to commits."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    (repo / "blobs").mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    for path in files:
+        blob = hashlib.sha256(path.read_bytes()).hexdigest()
+        shutil.copyfile(path, repo / "blobs" / blob)
+        (snapshot / path.name).symlink_to(f"../../blobs/{blob}")
+    return snapshot
+
+
+def resolve_offline(cache, local, repo_id, revision=None):
+    """resolve_weights in a fresh interpreter, as the app runs: HF_HUB_OFFLINE is read at import."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), hub.REPO_ENV: repo_id}
+    env.pop(hub.REVISION_ENV, None)
+    if revision:
+        env[hub.REVISION_ENV] = revision
+    code = ("import logging, sys; logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s'); "
+            "from pipeline.hub import resolve_weights; print(resolve_weights(sys.argv[1]))")
+    done = subprocess.run([sys.executable, "-c", code, str(local)], env=env, cwd=ROOT, capture_output=True,
+                          text=True, check=True)
+    hub_lines = [line for line in done.stderr.splitlines() if "model weights:" in line]
+    return done.stdout.strip(), hub_lines
+
+
+def test_local_folder_when_no_repo_is_set(tiny_model, monkeypatch, caplog):
+    monkeypatch.delenv(hub.REPO_ENV, raising=False)
+    with caplog.at_level(logging.INFO, logger="pipeline.hub"):
+        assert hub.resolve_weights(tiny_model) == tiny_model
+    assert f"local folder {tiny_model}" in caplog.text
+
+
+def test_hub_repo_from_the_offline_cache(tiny_model, tmp_path):
+    cache = tmp_path / "hub"
+    snapshot = populate_hub_cache(cache, REPO_ID, COMMIT, [tiny_model / name for name in ARTIFACT_FILES])
+    for revision in (None, COMMIT):  # the branch through refs/main, and a pinned commit
+        folder, lines = resolve_offline(cache, tmp_path / "no-local-weights", REPO_ID, revision)
+        assert folder == str(snapshot)
+        assert lines == [f"INFO model weights: Hub repo {REPO_ID}@{revision or 'main'} (commit {COMMIT})"]
+
+
+def test_unreachable_hub_falls_back_to_the_local_folder_in_one_line(tiny_model, tmp_path):
+    (tmp_path / "hub").mkdir()
+    folder, lines = resolve_offline(tmp_path / "hub", tiny_model, REPO_ID, "v2")
+    assert folder == str(tiny_model)
+    assert len(lines) == 2  # the warning, then where the weights come from instead
+    assert lines[0].startswith(f"WARNING model weights: Hub repo {REPO_ID}@v2 unavailable (LocalEntryNotFoundError")
+    assert lines[0].endswith(f"falling back to {tiny_model}")
+    assert lines[1] == f"INFO model weights: local folder {tiny_model}"
+
+
+def test_no_weights_anywhere_exits_with_how_to_get_them(tmp_path, monkeypatch):
+    monkeypatch.delenv(hub.REPO_ENV, raising=False)
+    with pytest.raises(SystemExit) as stop:
+        app.main(["--weights", str(tmp_path / "empty")])
+    message = str(stop.value)
+    assert "no usable model weights" in message and "train.py" in message and hub.REPO_ENV in message
+
+
+def test_dry_run_builds_a_folder_that_loads_and_carries_the_metrics(model_folder, tmp_path, random_encoder,
+                                                                       monkeypatch, capfd, caplog):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    caplog.set_level(logging.DEBUG)
+    upload = tmp_path / "upload"
+    built = hub.push_to_hub(model_folder, REPO_ID, dry_run=True, dest=upload, image_encoder=random_encoder)
+    assert built == str(upload)
+    assert sorted(p.name for p in upload.iterdir()) == sorted(
+        [*ARTIFACT_FILES, "metrics.json", "training_log.csv", "README.md"])
+    example = next(app.EXAMPLES.glob("*.jpg"))
+    assert Captioner.from_pretrained(upload, image_encoder=random_encoder).caption(example).strip()
+
+    card = ModelCard.load(upload / "README.md")
+    assert card.data.library_name == "keras" and card.data.pipeline_tag == "image-to-text"
+    assert card.data.datasets == ["flickr8k"] and card.data.license == "other"
+    scores = {result.metric_name: result.metric_value for result in card.data.eval_results}
+    assert scores == {"BLEU-1": 0.6012, "BLEU-2": 0.4101, "BLEU-3": 0.2755, "BLEU-4": 0.1834, "ROUGE-L": 0.4521,
+                      "CIDEr-D": 0.5123, "BERTScore F1": 0.5954, "BERTScore F1, rescaled": 0.2811}  # no METEOR: skipped
+    assert "| BLEU-4 | 0.1834 | 0.1712 – 0.1951 |" in card.text and "| ROUGE-L | 0.4521 |  |" in card.text
+    assert "1000 images" in card.text and "all-MiniLM-L6-v2" in card.text and "## Limitations" in card.text
+
+    written = b"".join(path.read_bytes() for path in upload.iterdir())
+    printed = "".join(capfd.readouterr()) + caplog.text
+    assert TOKEN.encode() not in written and TOKEN not in printed
+
+
+def test_push_creates_the_repo_and_uploads_the_checked_folder(model_folder, random_encoder, monkeypatch):
+    calls = []
+
+    class FakeHfApi:  # records what would go to the Hub; no network in tests
+        def create_repo(self, repo_id, **options):
+            calls.append(("create_repo", repo_id, options))
+
+        def upload_folder(self, *, repo_id, folder_path, commit_message):
+            calls.append(("upload_folder", repo_id, sorted(p.name for p in folder_path.iterdir()), commit_message))
+            return huggingface_hub.CommitInfo(commit_url=f"https://huggingface.co/{repo_id}/commit/abc",
+                                              commit_message=commit_message, commit_description="", oid="abc")
+
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setattr(hub, "HfApi", FakeHfApi)
+    url = hub.push_to_hub(model_folder, REPO_ID, private=True, image_encoder=random_encoder)
+    assert url == f"https://huggingface.co/{REPO_ID}/commit/abc"
+    assert calls == [
+        ("create_repo", REPO_ID, {"private": True, "exist_ok": True}),
+        ("upload_folder", REPO_ID, sorted([*ARTIFACT_FILES, "metrics.json", "training_log.csv", "README.md"]),
+         "Upload Flickr8k captioner (7 epochs, best dev CIDEr-D 0.4321, test BLEU-4 0.1834)"),
+    ]
+
+
+def test_push_without_a_token_says_how_to_log_in(model_folder, tmp_path, monkeypatch):
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    monkeypatch.setattr(hub, "HfApi", None)  # would fail loudly if reached
+    with pytest.raises(hub.HubError, match="HF_TOKEN.*hf auth login"):
+        hub.push_to_hub(model_folder, REPO_ID)
+
+
+def test_cli_dry_run(model_folder, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CAPTION_BACKBONE_WEIGHTS", "none")
+    hub.main(["push", str(model_folder), REPO_ID, "--dry-run", "--out", str(tmp_path / "upload")])
+    assert capsys.readouterr().out.strip() == str(tmp_path / "upload")
+    assert (tmp_path / "upload" / "README.md").is_file()
