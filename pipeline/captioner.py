@@ -42,7 +42,10 @@ def make_config(vocab_size: int, max_length: int, backbone_fingerprint: str, **e
 def save_artifact(folder: str | Path, model: keras.Model, vocab: Vocabulary, config: dict) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    model.save_weights(folder / WEIGHTS_FILE)
+    # an uncompiled copy: a compiled model's weights file also holds the optimizer's state (3x the size)
+    inference = keras.models.clone_model(model)
+    inference.set_weights(model.get_weights())
+    inference.save_weights(folder / WEIGHTS_FILE)
     vocab.save(folder / VOCAB_FILE)
     (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     return folder
