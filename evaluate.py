@@ -65,7 +65,7 @@ def parse_args(argv=None):
                          "(roberta-large: 17)")
     bs.add_argument("--no-bertscore", action="store_true", help="skip BERTScore (quick runs, no torch)")
     args = p.parse_args(argv)
-    if not args.no_bertscore and args.bertscore_layers is None:
+    if not args.no_bertscore and args.bertscore_layers is None:  # fail now, not after captioning
         from bert_score.utils import model2layers
         if args.bertscore_model not in model2layers:
             p.error(f"bert-score has no tuned layer for {args.bertscore_model}: pass --bertscore-layers N")

@@ -39,8 +39,6 @@ def parse_args(argv=None):
     p.add_argument("--max-words", type=int, default=30, help="longest caption, in words, trained and generated")
     p.add_argument("--remove-stop-words", action="store_true", help="drop stop words from captions (the "
                    "seed project's cleaning; makes captions terse and ungrammatical)")
-    p.add_argument("--mirror", action="store_true", help="also train on left-right mirrored images (their "
-                   "features are extracted once more and cached; 'left' and 'right' swap in their captions)")
     p.add_argument("--limit-images", type=int, help="train on the first N train images (and N/4 dev): for tests")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fresh", action="store_true", help="start over even if OUT holds an interrupted run")
@@ -62,7 +60,6 @@ def main(argv=None):
     args = parse_args(argv)
     # TensorFlow takes seconds to import: only after the arguments are known to be good
     import keras
-    import numpy as np
 
     from pipeline.captioner import make_config, save_artifact
     from pipeline.decoder import build_decoder
@@ -92,13 +89,6 @@ def main(argv=None):
     features = extract_features(encoder, dataset.image_dir, train_names + dev_names, args.cache_dir)
     train_features, dev_features = features[:len(train_names)], features[len(train_names):]
     train_index, train_seqs = caption_sequences(dataset, train_names, vocab, args.max_words, args.remove_stop_words)
-    if args.mirror:
-        mirrored = extract_features(encoder, dataset.image_dir, train_names, args.cache_dir, mirrored=True)
-        mirror_index, mirror_seqs = caption_sequences(dataset, train_names, vocab, args.max_words,
-                                                      args.remove_stop_words, mirrored=True)
-        train_features = np.concatenate([train_features, mirrored])
-        train_index = np.concatenate([train_index, mirror_index + len(train_names)])
-        train_seqs = np.concatenate([train_seqs, mirror_seqs])
     dev_index, dev_seqs = caption_sequences(dataset, dev_names, vocab, args.max_words, args.remove_stop_words)
     train_ds = make_dataset(train_features, train_index, train_seqs, args.batch_size, shuffle=True, seed=args.seed)
     dev_ds = make_dataset(dev_features, dev_index, dev_seqs, args.batch_size, shuffle=False)
@@ -137,7 +127,7 @@ def main(argv=None):
         "best_dev_cider": round(float(best[MONITOR]), 4), "dev_loss": round(float(best["val_loss"]), 4),
         "batch_size": args.batch_size,
         "learning_rate": args.learning_rate, "min_count": args.min_count, "max_words": args.max_words,
-        "remove_stop_words": args.remove_stop_words, "mirror": args.mirror, "seed": args.seed,
+        "remove_stop_words": args.remove_stop_words, "seed": args.seed,
         "train_seconds": round(sum(float(r.get("seconds") or 0) for r in history), 1),
         "wall_seconds_this_run": round(time.time() - started, 1)})
     save_artifact(out, model, vocab, config)

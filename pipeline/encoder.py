@@ -8,7 +8,6 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-from PIL import ImageOps
 from tqdm import tqdm
 
 from .images import load_image, to_model_input
@@ -21,7 +20,6 @@ FEATURE_DIM = 2048
 BACKBONE_WEIGHTS_ENV = "CAPTION_BACKBONE_WEIGHTS"
 CACHE_ENV = "CAPTION_CACHE_DIR"
 PREPROCESSING = "pil-bicubic-299+xception.preprocess_input"  # part of the cache key
-MIRRORED = "#mirrored"  # cache name suffix of a left-right mirrored image's features
 
 
 def default_cache_dir() -> Path:
@@ -124,23 +122,16 @@ class FeatureCache:
 
 
 def extract_features(encoder: ImageEncoder, image_dir: Path, names, cache_root: str | Path | None = None,
-                     batch_size: int = 32, chunk_size: int = 512, mirrored: bool = False) -> np.ndarray:
-    """Features for `names` (files in `image_dir`), computing only those not cached yet.
-
-    `mirrored` gives the features of the left-right mirrored images (training augmentation).
-    """
+                     batch_size: int = 32, chunk_size: int = 512) -> np.ndarray:
+    """Features for `names` (files in `image_dir`), computing only those not cached yet."""
     cache = FeatureCache(cache_root or default_cache_dir(), encoder.cache_key())
-    suffix = MIRRORED if mirrored else ""
-    todo = cache.missing(n + suffix for n in names)
+    todo = cache.missing(names)
     if todo:
         log.info("extracting features of %d image(s) into %s (%d already cached)",
                  len(todo), cache.dir, len(set(names)) - len(todo))
         with tqdm(total=len(todo), desc="image features", unit="img") as bar:
             for i in range(0, len(todo), chunk_size):
                 chunk = todo[i:i + chunk_size]
-                images = [image_dir / n.removesuffix(suffix) for n in chunk]
-                if mirrored:
-                    images = [ImageOps.mirror(load_image(path)) for path in images]
-                cache.add(chunk, encoder.encode(images, batch_size))
+                cache.add(chunk, encoder.encode([image_dir / n for n in chunk], batch_size))
                 bar.update(len(chunk))
-    return cache.get(n + suffix for n in names)
+    return cache.get(names)

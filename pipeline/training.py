@@ -11,21 +11,12 @@ from .metrics import python_tokenize
 from .vocab import Vocabulary, clean_caption
 
 
-SWAPPED_IN_MIRROR = {"left": "right", "right": "left"}
-
-
-def caption_sequences(dataset, names, vocab: Vocabulary, max_words: int, remove_stop_words: bool = False,
-                      mirrored: bool = False):
-    """(image index into `names`, padded id sequence <start> words <end>) for every caption.
-
-    `mirrored` gives the captions of the left-right mirrored images: "left" and "right" swap.
-    """
+def caption_sequences(dataset, names, vocab: Vocabulary, max_words: int, remove_stop_words: bool = False):
+    """(image index into `names`, padded id sequence <start> words <end>) for every caption."""
     image_index, sequences = [], []
     for i, name in enumerate(names):
         for caption in dataset.captions[name]:
             words = clean_caption(caption, remove_stop_words)[:max_words]
-            if mirrored:
-                words = [SWAPPED_IN_MIRROR.get(w, w) for w in words]
             if words:
                 image_index.append(i)
                 sequences.append(vocab.encode(words))

