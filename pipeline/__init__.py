@@ -3,6 +3,10 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter hides real messages
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# NumPy's OpenBLAS threads spin a while after each product: beside TensorFlow's own threads on a small
+# CPU that slowed the next Xception pass by a third (bench.py). The decoder's products are small, one
+# thread is enough. Takes effect only where NumPy is imported after this package.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 __all__ = ["ArtifactError", "Caption", "Captioner"]
 

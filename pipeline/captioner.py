@@ -43,7 +43,9 @@ def save_artifact(folder: str | Path, model: keras.Model, vocab: Vocabulary, con
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     # an uncompiled copy: a compiled model's weights file also holds the optimizer's state (3x the size)
-    inference = keras.models.clone_model(model)
+    arch = config["architecture"]
+    inference = build_decoder(config["vocab_size"], arch["units"], arch["embedding_dim"], arch["dropout"],
+                              config["encoder"]["feature_dim"])
     inference.set_weights(model.get_weights())
     inference.save_weights(folder / WEIGHTS_FILE)
     vocab.save(folder / VOCAB_FILE)

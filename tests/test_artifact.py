@@ -68,3 +68,14 @@ def test_weights_of_another_shape_are_refused(artifact, tmp_path):
 def test_missing_folder(tmp_path):
     with pytest.raises(ArtifactError, match="not found"):
         load_artifact(tmp_path / "nothing")
+
+
+def test_saved_weights_leave_out_the_optimizer(tmp_path, random_encoder):
+    vocab = Vocabulary.build([WORDS], min_count=1)
+    model = build_decoder(len(vocab))
+    model.compile(optimizer="adam", loss="mse")
+    model.optimizer.build(model.trainable_variables)  # Adam's moments: twice the weights again
+    folder = save_artifact(tmp_path / "m", model, vocab, make_config(len(vocab), 12, random_encoder.fingerprint))
+    plain = tmp_path / "plain.weights.h5"
+    build_decoder(len(vocab)).save_weights(plain)
+    assert (folder / "decoder.weights.h5").stat().st_size < 1.2 * plain.stat().st_size

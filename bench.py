@@ -1,0 +1,439 @@
+"""Measure the captioner's speed and memory against the original approach (see README.md, "Performance").
+
+  python bench.py --data ../shared/flickr8k --weights weights --json b.json
+
+One process, real test-split images and the trained model in --weights:
+  * encoder: latency at batch 1 (p50, p90) and images/s at batch 32 (the compiled Xception)
+  * decoder: latency per caption from Xception features, greedy and beam 3 and 5
+  * end to end: Captioner.caption, file in and text out, beam 3
+  * the original approach with the same trained model: Xception through model.predict, then
+    model.predict once per word on the whole padded prefix, each word found by scanning the
+    vocabulary; and the end-to-end speed-up over it
+  * training: our sequence-level tf.data pipeline against the original one (one sample per
+    caption prefix, padded to the longest caption, one-hot targets, an LSTM returning its last
+    state and a softmax), on the same captions, in captions/s and words/s
+  * caption_batch at batch 32 against captioning the same images one by one
+  * the app: start-up to its first caption and peak resident memory, in a separate process
+Prints a table with the targets of issue 4 and writes everything to --json. Timings are only
+reported, never asserted; the machine should be otherwise idle while this runs.
+"""
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pipeline  # noqa: F401  (first: it sets NumPy's and TensorFlow's environment)
+
+ROOT = Path(__file__).resolve().parent
+
+# (key, target, "max" if the value must stay at or below it, "min" if at or above)
+TARGETS = {
+    "encoder_batch1_p50_ms": (65.0, "max"),
+    "decoder_beam3_p50_ms": (8.0, "max"),
+    "end_to_end_p50_ms": (80.0, "max"),
+    "end_to_end_speedup": (7.0, "min"),
+    "train_speedup": (5.0, "min"),
+    "app_peak_rss_mb": (1536.0, "max"),
+}
+
+# Every measurement bench.py writes (tests check the JSON holds them all).
+REPORT_KEYS = (
+    "image_load_p50_ms", "encoder_batch1_p50_ms", "encoder_batch1_p90_ms", "encoder_batch32_images_per_second",
+    "decoder_greedy_p50_ms", "decoder_greedy_p90_ms", "decoder_beam3_p50_ms", "decoder_beam3_p90_ms",
+    "decoder_beam5_p50_ms", "decoder_beam5_p90_ms", "decoder_beam3_mean_words",
+    "end_to_end_p50_ms", "end_to_end_p90_ms",
+    "original_encoder_p50_ms", "original_decoder_p50_ms", "original_end_to_end_p50_ms",
+    "original_end_to_end_p90_ms", "original_mean_words", "original_matches_greedy", "end_to_end_speedup",
+    "train_captions", "train_words", "train_captions_per_second", "train_words_per_second",
+    "original_train_samples", "original_train_captions_per_second", "original_train_words_per_second",
+    "train_speedup",
+    "caption_batch_images_per_second", "caption_one_by_one_images_per_second", "batching_speedup",
+    "app_loaded_via", "app_startup_seconds", "app_load_seconds", "app_first_caption_ms",
+    "app_peak_rss_mb", "app_rss_mb",
+)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "flickr8k"),
+                   help="Flickr8k folder (default: ../shared/flickr8k beside the repo)")
+    p.add_argument("--weights", default="weights", help="model folder (default: weights)")
+    p.add_argument("--backbone-weights", help="as for train.py; default $CAPTION_BACKBONE_WEIGHTS, else imagenet")
+    p.add_argument("--cache-dir", help="feature cache root (default $CAPTION_CACHE_DIR or ~/.cache/flickr8k-captioner)")
+    p.add_argument("--json", metavar="OUT", help="write the measurements here")
+    p.add_argument("--images", type=int, default=40, help="test images timed for each latency (default 40)")
+    p.add_argument("--original-images", type=int, default=10,
+                   help="test images captioned the original way (default 10; about 0.8 s each)")
+    p.add_argument("--train-captions", type=int, default=1000,
+                   help="training captions for the throughput comparison (default 1000)")
+    p.add_argument("--beam-size", type=int, default=3, help="beam size of the end-to-end timings (default 3)")
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke run: 2 images, 1 original caption, 20 training captions (for tests)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.images, args.original_images, args.train_captions = 2, 1, 20
+    return args
+
+
+def summary(seconds: list[float], prefix: str) -> dict:
+    import numpy as np
+    ms = np.asarray(seconds) * 1000
+    return {f"{prefix}_p50_ms": round(float(np.percentile(ms, 50)), 2),
+            f"{prefix}_p90_ms": round(float(np.percentile(ms, 90)), 2)}
+
+
+def timed(fn, items) -> list[float]:
+    out = []
+    for item in items:
+        start = time.perf_counter()
+        fn(item)
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def cycle(items: list, n: int) -> list:
+    return [items[i % len(items)] for i in range(n)]
+
+
+# --- the original approach -----------------------------------------------------------------------
+
+class OriginalCaptioner:
+    """The seed project's inference with our trained model: Keras `predict` for Xception, then one
+    `predict` per word on the whole pre-padded prefix, each word found by scanning the vocabulary."""
+
+    def __init__(self, xception, decoder, vocab, max_length: int):
+        self.xception, self.decoder, self.max_length = xception, decoder, max_length
+        self.word_index = dict(vocab.index)  # what the seed's Keras Tokenizer held
+        self.start, self.end = vocab.tokens[vocab.start_id], vocab.tokens[vocab.end_id]
+
+    def encode(self, path):
+        import keras
+        image = keras.utils.load_img(path, target_size=(299, 299))
+        pixels = keras.applications.xception.preprocess_input(keras.utils.img_to_array(image)[None])
+        return self.xception.predict(pixels, verbose=0)
+
+    def word_for_id(self, integer):
+        for word, index in self.word_index.items():
+            if index == integer:
+                return word
+        return None
+
+    def generate(self, photo) -> str:
+        import keras
+        import numpy as np
+        text = [self.start]
+        for _ in range(self.max_length):
+            sequence = keras.utils.pad_sequences([[self.word_index[w] for w in text]], maxlen=self.max_length)
+            # our decoder returns every position's logits; the last one is what the seed's model returned
+            word = self.word_for_id(int(np.argmax(self.decoder.predict([photo, sequence], verbose=0)[0, -1])))
+            if word is None:
+                break
+            text.append(word)
+            if word == self.end:
+                break
+        return " ".join(w for w in text[1:] if w != self.end)
+
+
+def build_original_model(vocab_size: int, max_length: int):
+    """The seed's training model: the same layers, but the LSTM returns its last state and a softmax ends it."""
+    import keras
+    from keras import layers
+    features = keras.Input((2048,))
+    image = layers.Dense(256, activation="relu")(layers.Dropout(0.5)(features))
+    words = keras.Input((max_length,))
+    text = layers.LSTM(256)(layers.Dropout(0.5)(layers.Embedding(vocab_size, 256, mask_zero=True)(words)))
+    merged = layers.Dense(256, activation="relu")(layers.add([image, text]))
+    model = keras.Model([features, words], layers.Dense(vocab_size, activation="softmax")(merged))
+    model.compile(loss="categorical_crossentropy", optimizer="adam")
+    return model
+
+
+def original_batches(features, image_index, sequences, vocab_size: int, max_length: int):
+    """The seed's data_generator: one batch per image holding every prefix of its captions."""
+    import keras
+    import numpy as np
+    while True:
+        for image in np.unique(image_index):
+            x1, x2, y = [], [], []
+            for sequence in sequences[image_index == image]:
+                sequence = sequence[sequence != 0].tolist()
+                for i in range(1, len(sequence)):
+                    x1.append(features[image])
+                    x2.append(keras.utils.pad_sequences([sequence[:i]], maxlen=max_length)[0])
+                    y.append(keras.utils.to_categorical([sequence[i]], num_classes=vocab_size)[0])
+            yield (np.array(x1), np.array(x2)), np.array(y)
+
+
+# --- the measurements ----------------------------------------------------------------------------
+
+def bench_encoder(captioner, paths, n: int) -> tuple[dict, "np.ndarray"]:
+    import numpy as np
+    from pipeline.encoder import IMAGE_SIZE
+    from pipeline.images import load_image, to_model_input
+    encoder = captioner.image_encoder
+    load = timed(lambda p: to_model_input(load_image(p), IMAGE_SIZE), paths)
+    pixels = np.stack([to_model_input(load_image(p), IMAGE_SIZE) for p in paths])
+    for i in range(3):
+        encoder.encode_pixels(pixels[i % len(pixels)][None])
+    out = {"image_load_p50_ms": summary(load, "x")["x_p50_ms"]}
+    out.update(summary(timed(lambda i: encoder.encode_pixels(pixels[i][None]), range(len(pixels))),
+                       "encoder_batch1"))
+    batch = np.stack(cycle(list(pixels), 32))
+    encoder.encode_pixels(batch)
+    repeats = 1 if n < 8 else 3
+    seconds = sum(timed(lambda _: encoder.encode_pixels(batch), range(repeats)))
+    out["encoder_batch32_images_per_second"] = round(32 * repeats / seconds, 1)
+    return out, pixels
+
+
+def bench_decoder(captioner, features) -> dict:
+    import numpy as np
+    out = {}
+    for name, beam in (("greedy", 1), ("beam3", 3), ("beam5", 5)):
+        captioner.decode(features[:2], beam)  # traces the step functions for this batch shape
+        captions = []
+        seconds = timed(lambda row: captions.append(captioner.decode(features[row:row + 1], beam)[0][0].text),
+                        range(len(features)))
+        out.update(summary(seconds, f"decoder_{name}"))
+        if beam == 3:
+            out["decoder_beam3_mean_words"] = round(float(np.mean([len(c.split()) for c in captions])), 1)
+    return out
+
+
+def bench_end_to_end(captioner, paths, beam: int) -> dict:
+    captioner.caption(paths[0], beam)
+    return summary(timed(lambda p: captioner.caption(p, beam), paths), "end_to_end")
+
+
+def bench_original(captioner, paths, features, beam: int) -> dict:
+    import numpy as np
+    original = OriginalCaptioner(captioner.image_encoder.model, captioner.model, captioner.vocab,
+                                 captioner.max_length)
+    original.generate(original.encode(paths[0]))  # warm-up, as a long-running app would be
+    encode, generate, ours, captions = [], [], [], []
+    for path in paths:  # each image both ways in turn, so a busy moment hits both alike
+        start = time.perf_counter()
+        photo = original.encode(path)
+        encoded = time.perf_counter()
+        captions.append(original.generate(photo))
+        done = time.perf_counter()
+        captioner.caption(path, beam)
+        ours.append(time.perf_counter() - done)
+        encode.append(encoded - start)
+        generate.append(done - encoded)
+    # the same decoding (greedy) from the same features: how often the two loops agree
+    same = [original.generate(f[None]) == hyps[0].text
+            for f, hyps in zip(features, captioner.decode(features, beam_size=1))]
+    total = np.add(encode, generate)
+    return {"original_encoder_p50_ms": summary(encode, "x")["x_p50_ms"],
+            "original_decoder_p50_ms": summary(generate, "x")["x_p50_ms"],
+            **summary(total, "original_end_to_end"),
+            "original_mean_words": round(float(np.mean([len(c.split()) for c in captions])), 1),
+            "original_matches_greedy": round(float(np.mean(same)), 3),
+            # total time for the same images: the original (greedy) against Captioner.caption (beam)
+            "end_to_end_speedup": round(float(np.sum(total) / np.sum(ours)), 1)}
+
+
+def bench_training(dataset, vocab, max_words: int, encoder, cache_dir, n_captions: int) -> dict:
+    import keras
+    import numpy as np
+    from pipeline.decoder import build_decoder
+    from pipeline.encoder import extract_features
+    from pipeline.training import caption_sequences, make_dataset, masked_loss
+
+    names = dataset.split("train")
+    per_image = max(len(dataset.captions[n]) for n in names[:10])
+    names = names[:max(1, -(-n_captions // per_image))]
+    image_index, sequences = caption_sequences(dataset, names, vocab, max_words)
+    image_index, sequences = image_index[:n_captions], sequences[:n_captions]
+    names = names[:int(image_index.max()) + 1]
+    features = extract_features(encoder, dataset.image_dir, names, cache_dir)
+    words = int((sequences != 0).sum() - len(sequences))  # target words: every token after <start>
+    keras.utils.set_random_seed(0)
+    # Keras warns when a first epoch ends its dataset without a known length: that is the point here
+    warnings.filterwarnings("ignore", "Your input ran out of data")
+
+    # ours: one example per caption, the whole caption at once, batches cut to their longest caption
+    ds = make_dataset(features, image_index, sequences, batch_size=64, shuffle=True)
+    model = build_decoder(len(vocab))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=masked_loss)
+    model.fit(ds, epochs=1, shuffle=False, verbose=0)  # traces the train step
+    epochs = 2
+    start = time.perf_counter()
+    model.fit(ds, epochs=epochs, shuffle=False, verbose=0)
+    ours = (time.perf_counter() - start) / epochs
+
+    # the original: every prefix a sample, padded to the longest caption, one-hot targets, batch per image
+    max_length = sequences.shape[1] - 1
+    original = build_original_model(len(vocab), max_length)
+    n_images = len(np.unique(image_index))
+    original.fit(original_batches(features, image_index, sequences, len(vocab), max_length),
+                 steps_per_epoch=min(3, n_images), epochs=1, shuffle=False, verbose=0)  # traces the train step
+    start = time.perf_counter()
+    original.fit(original_batches(features, image_index, sequences, len(vocab), max_length),
+                 steps_per_epoch=n_images, epochs=1, shuffle=False, verbose=0)
+    theirs = time.perf_counter() - start
+    return {"train_captions": len(sequences), "train_words": words,
+            "train_captions_per_second": round(len(sequences) / ours, 1),
+            "train_words_per_second": round(words / ours, 1),
+            "original_train_samples": words,  # one sample per prefix: as many as target words
+            "original_train_captions_per_second": round(len(sequences) / theirs, 1),
+            "original_train_words_per_second": round(words / theirs, 1),
+            "train_speedup": round(theirs / ours, 1)}
+
+
+def bench_batching(captioner, paths, beam: int) -> dict:
+    paths = cycle(paths, 32)
+    captioner.caption_batch(paths[:2], beam)
+    start = time.perf_counter()
+    captioner.caption_batch(paths, beam, batch_size=32)
+    batched = time.perf_counter() - start
+    start = time.perf_counter()
+    for path in paths:
+        captioner.caption(path, beam)
+    single = time.perf_counter() - start
+    return {"caption_batch_images_per_second": round(len(paths) / batched, 1),
+            "caption_one_by_one_images_per_second": round(len(paths) / single, 1),
+            "batching_speedup": round(single / batched, 2)}
+
+
+APP_CHILD = r"""
+import json, sys, time
+from pathlib import Path
+weights, image, beam = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+try:
+    import app
+    captioner = app.load_captioner(weights)
+    app.build_demo(captioner)
+    via = "app.load_captioner"
+except ImportError as error:  # the app or Gradio is not there: load the model the way the app does
+    from pipeline import Captioner
+    captioner, via = Captioner.from_pretrained(weights), f"Captioner.from_pretrained ({error})"
+loaded = time.time()
+captioner.generate([Path(image).read_bytes()], beam, n_best=beam)  # what the app's handler runs
+done = time.time()
+status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+kb = lambda key: int(status[key].split()[0])
+print("BENCH " + json.dumps({"via": via, "loaded": loaded, "done": done, "first_caption_ms": (done - loaded) * 1000,
+                             "peak_rss_kb": kb("VmHWM"), "rss_kb": kb("VmRSS")}))
+"""
+
+
+def bench_app(weights: str, backbone: str, image, beam: int) -> dict:
+    env = dict(os.environ, CAPTION_BACKBONE_WEIGHTS=backbone, PYTHONUNBUFFERED="1")
+    env.pop("CAPTION_MODEL_REPO", None)  # the local model folder, not a Hub download
+    launched = time.time()
+    result = subprocess.run([sys.executable, "-c", APP_CHILD, str(Path(weights).resolve()), str(image), str(beam)],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("BENCH ")]
+    if result.returncode or not lines:
+        raise RuntimeError(f"the app process failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    child = json.loads(lines[-1][len("BENCH "):])
+    return {"app_loaded_via": child["via"],
+            "app_startup_seconds": round(child["done"] - launched, 2),
+            "app_load_seconds": round(child["loaded"] - launched, 2),
+            "app_first_caption_ms": round(child["first_caption_ms"], 1),
+            "app_peak_rss_mb": round(child["peak_rss_kb"] / 1024, 1),
+            "app_rss_mb": round(child["rss_kb"] / 1024, 1)}
+
+
+def check_targets(report: dict) -> dict:
+    out = {}
+    for key, (target, kind) in TARGETS.items():
+        value = report.get(key)
+        met = None if value is None else (value <= target if kind == "max" else value >= target)
+        out[key] = {"value": value, "target": target, "kind": kind, "met": met}
+    return out
+
+
+ROWS = [  # (label, key, unit)
+    ("Image load + resize, batch 1, p50", "image_load_p50_ms", "ms"),
+    ("Encoder, batch 1, p50 / p90", ("encoder_batch1_p50_ms", "encoder_batch1_p90_ms"), "ms"),
+    ("Encoder, batch 32", "encoder_batch32_images_per_second", "images/s"),
+    ("Decoder greedy, p50 / p90", ("decoder_greedy_p50_ms", "decoder_greedy_p90_ms"), "ms"),
+    ("Decoder beam 3, p50 / p90", ("decoder_beam3_p50_ms", "decoder_beam3_p90_ms"), "ms"),
+    ("Decoder beam 5, p50 / p90", ("decoder_beam5_p50_ms", "decoder_beam5_p90_ms"), "ms"),
+    ("End to end (Captioner.caption), p50 / p90", ("end_to_end_p50_ms", "end_to_end_p90_ms"), "ms"),
+    ("Original: Xception predict, p50", "original_encoder_p50_ms", "ms"),
+    ("Original: predict per word, p50", "original_decoder_p50_ms", "ms"),
+    ("Original: end to end, p50 / p90", ("original_end_to_end_p50_ms", "original_end_to_end_p90_ms"), "ms"),
+    ("End-to-end speed-up over the original", "end_to_end_speedup", "x"),
+    ("Training, ours", ("train_captions_per_second", "train_words_per_second"), "captions/s / words/s"),
+    ("Training, original generator", ("original_train_captions_per_second", "original_train_words_per_second"),
+     "captions/s / words/s"),
+    ("Training speed-up", "train_speedup", "x"),
+    ("caption_batch (32) / one by one", ("caption_batch_images_per_second", "caption_one_by_one_images_per_second"),
+     "images/s"),
+    ("App start-up to first caption", "app_startup_seconds", "s"),
+    ("App peak resident memory", "app_peak_rss_mb", "MB"),
+]
+
+
+def table(report: dict) -> str:
+    lines = ["| Measurement | Value | Target |", "| --- | --- | --- |"]
+    for label, keys, unit in ROWS:
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        value = " / ".join("n/a" if report.get(k) is None else f"{report[k]:g}" for k in keys)
+        target = report["targets"].get(keys[0])
+        note = ""
+        if target:
+            sign = "<=" if target["kind"] == "max" else ">="
+            note = f"{sign} {target['target']:g} ({'met' if target['met'] else 'MISSED'})"
+        lines.append(f"| {label} | {value} {unit} | {note} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    started = time.perf_counter()
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from pipeline import Captioner
+    from pipeline.data import load_flickr8k
+    from pipeline.encoder import extract_features
+
+    dataset = load_flickr8k(args.data)
+    test = dataset.split("test")
+    captioner = Captioner.from_pretrained(args.weights, args.backbone_weights)
+    paths = [dataset.image_path(n) for n in cycle(test, args.images)]
+    features = extract_features(captioner.image_encoder, dataset.image_dir, cycle(test, args.images), args.cache_dir)
+
+    report = {"device": {"machine": platform.machine(), "processor": platform.processor() or None,
+                         "cpu_cores": os.cpu_count(), "tensorflow": tf.__version__, "keras": keras.__version__},
+              "settings": {"weights": str(args.weights), "backbone_weights": captioner.image_encoder.weights,
+                           "images": args.images, "original_images": args.original_images,
+                           "beam_size": args.beam_size, "quick": args.quick}}
+    steps = [
+        ("encoder", lambda: bench_encoder(captioner, paths, args.images)[0]),
+        ("decoder", lambda: bench_decoder(captioner, features)),
+        ("end to end", lambda: bench_end_to_end(captioner, paths, args.beam_size)),
+        ("original approach", lambda: bench_original(captioner, paths[:args.original_images],
+                                                     features[:args.original_images], args.beam_size)),
+        ("batching", lambda: bench_batching(captioner, paths, args.beam_size)),
+        ("training", lambda: bench_training(dataset, captioner.vocab, captioner.max_length - 1,
+                                            captioner.image_encoder, args.cache_dir, args.train_captions)),
+        ("app", lambda: bench_app(args.weights, captioner.image_encoder.weights, paths[0], args.beam_size)),
+    ]
+    for name, step in steps:
+        print(f"bench: {name} ...", file=sys.stderr, flush=True)
+        report.update(step())
+    report["targets"] = check_targets(report)
+    report["seconds"] = round(time.perf_counter() - started, 1)
+
+    print(table(report))
+    print(f"\n{report['settings']['images']} test images per latency, beam {args.beam_size} end to end, "
+          f"{report['train_captions']} training captions; {report['seconds']} s in all.")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return report
+
+
+if __name__ == "__main__":
+    main()
