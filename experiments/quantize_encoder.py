@@ -110,17 +110,18 @@ def bfloat16_encoder(weights: str):
     return lambda pixels: encode(pixels).numpy()
 
 
-def build(variant: str, encoder_or_weights, model_file: Path | None = None):
-    """The variant's encode(pixels) -> features; TFLite ones are converted, or read from model_file."""
-    if variant == "float32":
-        from pipeline.encoder import ImageEncoder
-        encoder = encoder_or_weights
-        return (encoder if isinstance(encoder, ImageEncoder) else ImageEncoder(encoder)).encode_pixels
+def build(variant: str, encoder, model_file: Path | None = None):
+    """The variant's encode(pixels) -> features. `encoder`: an ImageEncoder or backbone weights to
+    build one from; TFLite variants are converted from it, or read from model_file when it exists."""
+    from pipeline.encoder import ImageEncoder
     if variant == "bfloat16":
-        return bfloat16_encoder(getattr(encoder_or_weights, "weights", encoder_or_weights))
-    if model_file is not None and model_file.is_file():
+        return bfloat16_encoder(getattr(encoder, "weights", encoder))
+    if variant.startswith("tflite") and model_file is not None and model_file.is_file():
         return TFLiteEncoder(model_file.read_bytes())
-    content = tflite_export(encoder_or_weights, variant.removeprefix("tflite-"))
+    encoder = encoder if isinstance(encoder, ImageEncoder) else ImageEncoder(encoder)
+    if variant == "float32":
+        return encoder.encode_pixels
+    content = tflite_export(encoder, variant.removeprefix("tflite-"))
     if model_file is not None:
         model_file.write_bytes(content)
     return TFLiteEncoder(content)
@@ -136,7 +137,8 @@ def time_variant(args) -> dict:
     dataset = load_flickr8k(args.data)
     names = dataset.split("test")[:max(args.latency_images, 32)]
     pixels = np.stack([to_model_input(load_image(dataset.image_path(n)), IMAGE_SIZE) for n in names])
-    encode = build(args.time_variant, resolve_backbone_weights(args.backbone_weights), Path(args.model_file or "-"))
+    model_file = Path(args.model_file) if args.model_file else None
+    encode = build(args.time_variant, resolve_backbone_weights(args.backbone_weights), model_file)
     batch = pixels[np.arange(32) % len(pixels)]
     encode(pixels[:1]), encode(batch)  # warm-up for both shapes
     times = []
