@@ -212,7 +212,8 @@ def main(argv=None):
         for variant in args.variants:  # speed: each variant alone in a fresh process, one after another
             print(f"{variant}: timing ...", file=sys.stderr, flush=True)
             command = [sys.executable, __file__, "--data", args.data, "--time-variant", variant,
-                       "--latency-images", str(args.latency_images), "--model-file", str(Path(folder) / f"{variant}.tflite")]
+                       "--latency-images", str(args.latency_images),
+                       "--model-file", str(Path(folder) / f"{variant}.tflite")]
             if args.backbone_weights:
                 command += ["--backbone-weights", args.backbone_weights]
             child = subprocess.run(command, capture_output=True, text=True, check=True)
