@@ -256,7 +256,7 @@ def bench_training(dataset, vocab, max_words: int, encoder, cache_dir, n_caption
     import keras
     import numpy as np
     from pipeline.decoder import build_decoder
-    from pipeline.encoder import extract_features
+    from pipeline.feature_cache import extract_features
     from pipeline.training import caption_sequences, make_dataset, masked_loss
 
     names = dataset.split("train")
@@ -414,7 +414,7 @@ def main(argv=None):
 
     from pipeline import Captioner
     from pipeline.data import load_flickr8k
-    from pipeline.encoder import extract_features
+    from pipeline.feature_cache import extract_features
 
     dataset = load_flickr8k(args.data)
     test = dataset.split("test")

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from pipeline import Captioner
 from pipeline.bertscore import DEFAULT_MODEL, bertscore
 from pipeline.data import load_flickr8k
-from pipeline.encoder import extract_features
+from pipeline.feature_cache import extract_features
 from pipeline.metrics import caption_metrics
 
 log = logging.getLogger("evaluate")

@@ -63,7 +63,8 @@ def main(argv=None):
 
     from pipeline.captioner import make_config, save_artifact
     from pipeline.decoder import build_decoder
-    from pipeline.encoder import ImageEncoder, extract_features
+    from pipeline.encoder import ImageEncoder
+    from pipeline.feature_cache import extract_features
     from pipeline.training import DevCider, caption_sequences, make_dataset, masked_accuracy, masked_loss
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

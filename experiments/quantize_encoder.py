@@ -167,7 +167,8 @@ def main(argv=None):
 
     from pipeline import Captioner
     from pipeline.data import load_flickr8k
-    from pipeline.encoder import IMAGE_SIZE, extract_features
+    from pipeline.encoder import IMAGE_SIZE
+    from pipeline.feature_cache import extract_features
     from pipeline.images import load_image, to_model_input
     from pipeline.metrics import caption_metrics
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.encoder import FeatureCache, ImageEncoder, extract_features, resolve_backbone_weights
+from pipeline.encoder import ImageEncoder, resolve_backbone_weights
+from pipeline.feature_cache import FeatureCache, extract_features
 from pipeline.images import ImageError, load_image
 from conftest import write_image
 
