@@ -16,16 +16,20 @@ class Hypothesis:
 
 
 def beam_search(step, state, batch_size: int, start_id: int, end_id: int, beam_size: int = 3,
-                max_length: int = 30, n_best: int = 1, banned_ids=()) -> list[list[Hypothesis]]:
+                max_length: int = 30, n_best: int = 1, banned_ids=(), min_length: int = 1) -> list[list[Hypothesis]]:
     """The `n_best` most probable captions of each of `batch_size` inputs, best first.
 
     A caption is finished by the end token; one still open after `max_length` words is returned
-    as it stands. Tokens in `banned_ids` (pad, start, unknown) are never generated.
+    as it stands. Tokens in `banned_ids` (pad, start, unknown) are never generated, and the end
+    token not before `min_length` words: a model that has learnt little would otherwise often end
+    at once, and an empty caption is no answer.
     """
     if not 1 <= beam_size <= 10:
         raise ValueError(f"beam_size must be between 1 and 10, got {beam_size}")
     if not 1 <= n_best <= beam_size:
         raise ValueError(f"n_best must be between 1 and beam_size ({beam_size}), got {n_best}")
+    if not 0 <= min_length <= max_length:
+        raise ValueError(f"min_length must be between 0 and max_length ({max_length}), got {min_length}")
     k = beam_size
     rows = np.repeat(np.arange(batch_size), k)
     state = tuple(s[rows] for s in state)
@@ -41,6 +45,8 @@ def beam_search(step, state, batch_size: int, start_id: int, end_id: int, beam_s
         log_probs, state = step(tokens, state)
         log_probs = np.array(log_probs, np.float64)
         log_probs[:, banned] = -np.inf
+        if length <= min_length:
+            log_probs[:, end_id] = -np.inf
         vocab = log_probs.shape[1]
         candidates = (scores[:, :, None] + log_probs.reshape(batch_size, k, vocab)).reshape(batch_size, -1)
         # 2k candidates always hold k that do not end (each beam ends at most one way)

@@ -24,7 +24,7 @@ def fake_step(tokens, state):
 
 
 def brute_force(seed: int, max_length: int):
-    """Every caption up to max_length words (ended or cut off), with its log-probability."""
+    """Every caption of 1 to max_length words (ended or cut off), with its log-probability."""
     scored = []
     for length in range(1, max_length + 1):
         for words in itertools.product(WORDS, repeat=length - 1):
@@ -32,6 +32,8 @@ def brute_force(seed: int, max_length: int):
                 sequence, code, total = (START,) + words + (last,), seed, 0.0
                 if last != END and length < max_length:
                     continue  # an open caption only counts when it hit the length limit
+                if last == END and not words:
+                    continue  # the empty caption is never an answer
                 for prev, nxt in zip(sequence, sequence[1:]):
                     code = code * 7 + prev + 1
                     total += log_probs_after(code)[nxt]
@@ -83,3 +85,15 @@ def test_batch_matches_one_by_one_and_never_emits_banned_tokens():
 def test_bad_arguments(beam_size, n_best):
     with pytest.raises(ValueError):
         search([1], beam_size, 3, n_best)
+
+
+def test_a_caption_always_has_a_word_even_when_the_model_would_end_at_once():
+    def ends_at_once(tokens, state):  # an undertrained model: the end token is by far the likeliest
+        log_probs = np.full((len(tokens), VOCAB), -20.0)
+        log_probs[:, END] = 0.0
+        return log_probs, state
+
+    for beam_size in (1, 3):
+        hyps = beam_search(ends_at_once, (np.zeros(2),), 2, START, END, beam_size, max_length=5,
+                           n_best=beam_size, banned_ids=(PAD, START))
+        assert all(h.tokens[0] in WORDS and h.tokens[1:] == (END,) for found in hyps for h in found)
