@@ -1,62 +1,89 @@
 """Image features on disk: computed once per encoder, resumable, shared by training, evaluation and bench."""
 import logging
 import os
+import time
 import uuid
+import zipfile
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from .files import TMP_PREFIX, atomic_path, sha256_of
+
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "CAPTION_CACHE_DIR"
+# A part's temporary file lives for the second np.savez takes; one this old was left by a crash.
+STALE_TMP_SECONDS = 3600
 
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "flickr8k-captioner"))
 
 
+def content_key(path: Path) -> str:
+    """An image's cache key: the SHA-256 of its bytes.
+
+    Not its name, so a replaced image is encoded again; and not its size and modification time
+    either, which an unzip, `cp -p` or `rsync -a` of a new copy of the data carries over
+    unchanged. Hashing the 8,000 Flickr8k images takes about a second; encoding one takes 0.1 s.
+    """
+    return sha256_of(path)
+
+
 class FeatureCache:
-    """Features per image name, stored as .npz parts that are written atomically.
+    """Features per image content key, stored as .npz parts that are written atomically.
 
     Each finished chunk is its own part, so an interrupted extraction keeps what it did and
     resumes with the images still missing. The folder is keyed by the encoder's cache key.
+    A part that cannot be read (corrupt, or from the older name-keyed format) is removed with a
+    warning, and its images are encoded again.
     """
 
     def __init__(self, root: str | Path, key: str):
         self.dir = Path(root) / "features" / key
         self.features: dict[str, np.ndarray] = {}
-        for part in self.dir.glob("part-*.npz"):
-            if part.name.endswith(".tmp.npz"):  # a write that crashed half-way
-                continue
-            with np.load(part, allow_pickle=False) as data:
-                self.features.update(zip(data["names"].tolist(), data["features"]))
+        self._remove_stale_temporary_parts()
+        for part in sorted(self.dir.glob("part-*.npz")):
+            try:
+                with np.load(part, allow_pickle=False) as data:
+                    self.features.update(zip(data["keys"].tolist(), data["features"]))
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+                log.warning("feature cache: removing unreadable part %s (%s: %s); its images will be "
+                            "encoded again", part.name, type(error).__name__, error)
+                part.unlink(missing_ok=True)
 
-    def missing(self, names) -> list[str]:
-        return [n for n in dict.fromkeys(names) if n not in self.features]
+    def _remove_stale_temporary_parts(self) -> None:
+        # only old ones: a fresh one may be another process's part being written right now
+        for tmp in self.dir.glob(f"{TMP_PREFIX}*"):
+            if time.time() - tmp.stat().st_mtime > STALE_TMP_SECONDS:
+                tmp.unlink(missing_ok=True)
 
-    def add(self, names: list[str], features: np.ndarray) -> None:
+    def add(self, keys: list[str], features: np.ndarray) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        part = f"part-{uuid.uuid4().hex}"  # unique, so two processes filling one cache never collide
-        np.savez(self.dir / f"{part}.tmp.npz", names=np.array(names), features=features.astype(np.float32))
-        (self.dir / f"{part}.tmp.npz").rename(self.dir / f"{part}.npz")
-        self.features.update(zip(names, features))
+        # unique, so two processes filling one cache never collide
+        with atomic_path(self.dir / f"part-{uuid.uuid4().hex}.npz") as tmp:
+            np.savez(tmp, keys=np.array(keys), features=features.astype(np.float32))
+        self.features.update(zip(keys, features))
 
-    def get(self, names) -> np.ndarray:
-        return np.stack([self.features[n] for n in names])
+    def get(self, keys) -> np.ndarray:
+        return np.stack([self.features[k] for k in keys])
 
 
 def extract_features(encoder, image_dir: Path, names, cache_root: str | Path | None = None,
                      batch_size: int = 32, chunk_size: int = 512) -> np.ndarray:
     """Features for `names` (files in `image_dir`), computing only those not cached yet."""
     cache = FeatureCache(cache_root or default_cache_dir(), encoder.cache_key())
-    todo = cache.missing(names)
+    keys = {name: content_key(Path(image_dir) / name) for name in dict.fromkeys(names)}
+    todo = {key: name for name, key in keys.items() if key not in cache.features}  # one per content
     if todo:
         log.info("extracting features of %d image(s) into %s (%d already cached)",
-                 len(todo), cache.dir, len(set(names)) - len(todo))
-        with tqdm(total=len(todo), desc="image features", unit="img") as bar:
-            for i in range(0, len(todo), chunk_size):
-                chunk = todo[i:i + chunk_size]
-                cache.add(chunk, encoder.encode([image_dir / n for n in chunk], batch_size))
-                bar.update(len(chunk))
-    return cache.get(names)
+                 len(todo), cache.dir, len(keys) - len(todo))
+        pending = list(todo.items())
+        with tqdm(total=len(pending), desc="image features", unit="img") as bar:
+            for i in range(0, len(pending), chunk_size):
+                chunk_keys, chunk_names = zip(*pending[i:i + chunk_size])
+                cache.add(list(chunk_keys), encoder.encode([Path(image_dir) / n for n in chunk_names], batch_size))
+                bar.update(len(chunk_keys))
+    return cache.get([keys[name] for name in names])

@@ -1,4 +1,7 @@
 import io
+import logging
+import os
+import time
 
 import numpy as np
 import pytest
@@ -57,6 +60,53 @@ def test_interrupted_extraction_resumes(tmp_path, image_dir):
     extract_features(resumed, image_dir, names, tmp_path / "cache", chunk_size=4)
     assert resumed.encoded == names[4:]
     assert len(FeatureCache(tmp_path / "cache", "k1").features) == 10
+
+
+def test_a_replaced_image_is_encoded_again_even_with_the_same_name_size_and_mtime(tmp_path):
+    images = tmp_path / "bmp"
+    images.mkdir()
+    names = [write_image(images / f"{i}.bmp", i, (8, 8)).name for i in range(4)]  # BMP: same size, same bytes count
+    before = extract_features(CountingEncoder(), images, names, tmp_path / "cache")
+    stat = (images / "2.bmp").stat()
+    write_image(images / "2.bmp", 99, (8, 8))
+    os.utime(images / "2.bmp", ns=(stat.st_atime_ns, stat.st_mtime_ns))  # as unzip or `cp -p` would leave it
+    assert (images / "2.bmp").stat().st_size == stat.st_size
+    again = CountingEncoder()
+    after = extract_features(again, images, names, tmp_path / "cache")
+    assert again.encoded == ["2.bmp"]
+    assert not np.array_equal(after[2], before[2])
+    np.testing.assert_array_equal(np.delete(after, 2, 0), np.delete(before, 2, 0))
+
+
+def test_a_corrupt_part_is_skipped_with_a_warning_and_its_images_encoded_again(tmp_path, image_dir, caplog):
+    names = [f"{i}.jpg" for i in range(10)]
+    before = extract_features(CountingEncoder(), image_dir, names, tmp_path / "cache", chunk_size=4)
+    parts = sorted((tmp_path / "cache" / "features" / "k1").glob("part-*.npz"))
+    assert len(parts) == 3
+    corrupt_part = parts[0]
+    with np.load(corrupt_part) as data:
+        lost = len(data["keys"])
+    corrupt_part.write_bytes(corrupt_part.read_bytes()[:100])  # a disk error, or a copy cut short
+    again = CountingEncoder()
+    with caplog.at_level(logging.WARNING, logger="pipeline.feature_cache"):
+        np.testing.assert_array_equal(extract_features(again, image_dir, names, tmp_path / "cache"), before)
+    assert len(again.encoded) == lost and corrupt_part.name in caplog.text
+    quiet = CountingEncoder()  # the bad part is gone: the next run neither warns nor encodes
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pipeline.feature_cache"):
+        extract_features(quiet, image_dir, names, tmp_path / "cache")
+    assert quiet.encoded == [] and caplog.text == ""
+
+
+def test_old_temporary_parts_are_removed_and_fresh_ones_kept(tmp_path, image_dir):
+    folder = tmp_path / "cache" / "features" / "k1"
+    folder.mkdir(parents=True)
+    crashed, in_progress = folder / ".tmp-1234abcd-part-old.npz", folder / ".tmp-5678abcd-part-new.npz"
+    crashed.write_bytes(b"half a part"), in_progress.write_bytes(b"being written by another process")
+    two_hours_ago = time.time() - 7200
+    os.utime(crashed, (two_hours_ago, two_hours_ago))
+    extract_features(CountingEncoder(), image_dir, ["0.jpg"], tmp_path / "cache")
+    assert not crashed.exists() and in_progress.exists()
 
 
 def test_backbone_weights_resolution(tmp_path, monkeypatch):
