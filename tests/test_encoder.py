@@ -1,16 +1,19 @@
 import io
 import logging
 import os
+import subprocess
+import sys
 import time
+import warnings
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, TiffImagePlugin
 
 from pipeline.encoder import ImageEncoder, resolve_backbone_weights
 from pipeline.feature_cache import FeatureCache, extract_features
-from pipeline.images import ImageError, load_image
-from conftest import write_image
+from pipeline.images import MAX_DECODED_BYTES, ImageError, bytes_to_reduce, load_image
+from conftest import OVER_OUR_PIXEL_LIMIT, ROOT, png_chunk, png_of_zeros, write_image
 
 
 class CountingEncoder:
@@ -180,7 +183,7 @@ def test_large_photos_are_downscaled_and_animation_uses_first_frame():
     (b"", "empty"),
     (b"this is not an image", "not an image"),
     (_saved(Image.new("RGB", (64, 64)), "JPEG")[:200], "could not be decoded"),
-    (_saved(Image.new("1", (30000, 30000)), "PNG"), "too large"),
+    (png_of_zeros(OVER_OUR_PIXEL_LIMIT, OVER_OUR_PIXEL_LIMIT), "too large"),
 ])
 def test_bad_inputs_get_clear_errors(data, message):
     with pytest.raises(ImageError, match=message):
@@ -190,3 +193,83 @@ def test_bad_inputs_get_clear_errors(data, message):
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(ImageError, match="nope.jpg"):
         load_image(tmp_path / "nope.jpg")
+
+
+def test_an_image_over_the_memory_budget_is_refused_before_its_pixels_are_decoded():
+    # 8400 x 8400 RGBA: under the pixel limit, 282 MB once decoded. Only the header is real:
+    # the refusal must come before any pixel data is read.
+    header = (8400).to_bytes(4, "big") * 2 + bytes([8, 6, 0, 0, 0])
+    header_only = b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IEND", b"")
+    with pytest.raises(ImageError, match="too large to process .*8,400 x 8,400 pixels of mode RGBA"):
+        load_image(header_only)
+
+
+PEAK_MEMORY = """
+import resource, sys
+from pipeline.images import load_image
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+image = load_image(sys.argv[1])
+print(image.mode, *image.size, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+
+
+@pytest.mark.parametrize("side, bit_depth, color_type", [(8900, 1, 0), (8900, 16, 0), (5600, 8, 6)])
+def test_a_large_image_takes_no_more_memory_than_its_budget(tmp_path, side, bit_depth, color_type):
+    """Near the limits in a few hundred KB (79 MP 1-bit and 16-bit gray, 31 MP RGBA): reduced
+    before any conversion. Peak resident memory of a fresh process, so Pillow's allocations count."""
+    path = tmp_path / "large.png"
+    path.write_bytes(png_of_zeros(side, side, bit_depth, color_type))
+    budget = bytes_to_reduce(Image.open(path))
+    assert budget <= MAX_DECODED_BYTES
+    done = subprocess.run([sys.executable, "-c", PEAK_MEMORY, str(path)], cwd=ROOT, capture_output=True, text=True,
+                          check=True)
+    mode, width, height, grown_mib = done.stdout.split()
+    assert (mode, int(width), int(height)) == ("RGB", 1024, 1024)
+    assert int(grown_mib) < budget / 2**20 + 40, done.stdout  # the decoding, a reduced copy and little else
+
+
+def corrupted_variants(data: bytes, step: int):
+    """`data` cut short, and with one byte flipped, at every `step`-th position."""
+    for position in range(8, len(data), step):
+        yield data[:position]
+        yield data[:position] + bytes([data[position] ^ 0xFF]) + data[position + 1:]
+
+
+def multi_page_tiff(pages: int, side: int = 16) -> bytes:
+    frames = [Image.new("RGB", (side, side), (i % 256, 0, 0)) for i in range(pages)]
+    return _saved(frames[0], "TIFF", save_all=True, append_images=frames[1:])
+
+
+@pytest.mark.parametrize("fmt", ["AVIF", "QOI", "TIFF"])
+def test_any_decoding_failure_is_an_image_error(fmt):
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    data = multi_page_tiff(3) if fmt == "TIFF" else _saved(photo, fmt)
+    escaped = set()  # what Pillow itself raises besides the errors a decoder is documented to raise
+    for variant in corrupted_variants(data, step=max(1, len(data) // 150)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow warns about corrupt EXIF, which is the point here
+            try:
+                raw = Image.open(io.BytesIO(variant))
+                raw.load()
+                for page in range(getattr(raw, "n_frames", 1)):
+                    raw.seek(page)
+                    raw.load()
+            except (OSError, SyntaxError, ValueError):
+                pass
+            except Exception as error:
+                escaped.add(type(error).__name__)
+            try:
+                assert load_image(variant).mode == "RGB"
+            except ImageError:
+                pass
+    assert escaped, f"no corruption of this {fmt} file makes Pillow raise anything unusual: the test proves nothing"
+
+
+def test_a_tiff_with_thousands_of_pages_is_not_walked(monkeypatch):
+    data = multi_page_tiff(2000, side=1)
+    seeks = []
+    original_seek = TiffImagePlugin.TiffImageFile._seek
+    monkeypatch.setattr(TiffImagePlugin.TiffImageFile, "_seek",
+                        lambda self, frame: seeks.append(frame) or original_seek(self, frame))
+    assert load_image(data).size == (1, 1)
+    assert len(seeks) <= 2
