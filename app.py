@@ -7,28 +7,43 @@ the Xception backbone from $CAPTION_BACKBONE_WEIGHTS, else Keras' ImageNet downl
 own variables (GRADIO_SERVER_NAME, GRADIO_SERVER_PORT, ...) work as usual.
 """
 import argparse
+import filecmp
 import logging
 import os
+import threading
+from collections import Counter
 from pathlib import Path
 
 import pipeline  # noqa: F401  (sets TensorFlow's log level before it loads)
-import gradio as gr
 
-from pipeline import ArtifactError, Captioner
-from pipeline.encoder import BACKBONE_WEIGHTS_ENV, ImageEncoder
-from pipeline.hub import HOW_TO_GET_WEIGHTS, LOCAL_WEIGHTS, NoWeightsError, resolve_weights
-from pipeline.images import ImageError
+# Gradio reports usage to its makers unless told not to: the operator opts in, users are not asked
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+import gradio as gr  # noqa: E402
+from gradio.utils import get_upload_folder  # noqa: E402
+from gradio_client.utils import is_http_url_like  # noqa: E402
+
+from pipeline import ArtifactError, Captioner  # noqa: E402
+from pipeline.encoder import BACKBONE_WEIGHTS_ENV, ImageEncoder  # noqa: E402
+from pipeline.hub import (HOW_TO_GET_WEIGHTS, LOCAL_WEIGHTS, NoWeightsError, describe_weights,  # noqa: E402
+                          resolve_weights)
+from pipeline.images import ImageError  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 MAX_BEAM = 10  # beam_search's limit
 # One request at a time: TensorFlow already spreads one image over both cores, so a second
 # request would only make both slower. The queue holds the rest.
 CONCURRENCY_LIMIT, QUEUE_SIZE = 1, 32
-MAX_UPLOAD = "20mb"
-# Gradio must write uploads to its temporary folder to hand them over; delete them every
-# minute once 10 minutes old (long enough to re-run a photo with another beam size), and all
-# of them at shutdown.
+MAX_UPLOAD_MB = 20
+MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 2**20
+# Gradio must write uploads to its temporary folder to hand them over. Each is deleted when its
+# request is done; Gradio's own sweep (every minute, files over 10 minutes old, and all at
+# shutdown) is only a backstop, since it stops for good if a request adds a file while it runs.
 DELETE_UPLOADS = (60, 600)
+NO_LONGER_HERE = "This photo is no longer on the server (each upload is deleted once captioned): upload it again."
+NO_LINKS = "Send the photo itself: the app does not download photos from links."
+# What the handler gets in place of a link: it answers with NO_LINKS like any other bad input.
+# (Refusing in Gradio's file handling itself would fail the request's queue join with a bare HTTP 400.)
+LINK_STAND_IN = "link-not-downloaded"
 
 DESCRIPTION = """Upload a photo and get a one-sentence English description. An Xception image encoder
 and an LSTM decoder trained on the 6,000 training photos of [Flickr8k](https://doi.org/10.1613/jair.3994):
@@ -38,31 +53,116 @@ server deletes them within minutes."""
 
 
 def photo_input() -> gr.Image:
-    """gr.Image that passes the uploaded file's path on unopened.
+    """gr.Image that passes the uploaded file's path on unopened, and refuses links.
 
     gr.Image opens uploads with PIL before the function runs, so a non-image or a decompression
     bomb would fail there with Gradio's generic "Error"; load_image says what is wrong instead.
-    (An instance override: a gr.Image subclass would make Gradio write an app.pyi stub here.)
+    Given a URL, Gradio would download it with no size or time limit, holding the one request
+    slot meanwhile: the upload limit would not apply.
+    (Instance overrides: a gr.Image subclass would make Gradio write an app.pyi stub here.)
     """
     image = gr.Image(label="Photo")
     image.preprocess = lambda payload: None if payload is None else payload.path
+    move_to_cache = image.async_move_resource_to_block_cache
+
+    async def refuse_links(url_or_file_path):
+        if url_or_file_path is not None and is_http_url_like(str(url_or_file_path)):
+            return LINK_STAND_IN
+        return await move_to_cache(url_or_file_path)
+
+    image.async_move_resource_to_block_cache = refuse_links
     return image
 
 
-def build_demo(captioner: Captioner) -> gr.Interface:
+def read_upload(path: Path) -> bytes:
+    """The upload's bytes, its size checked first; a clear message when it has already been deleted."""
+    try:
+        if path.stat().st_size > MAX_UPLOAD_BYTES:  # e.g. a file that reached Gradio's folder by another way
+            raise gr.Error(f"Cannot caption this file: it is larger than {MAX_UPLOAD_MB} MB.", print_exception=False)
+        return path.read_bytes()
+    except FileNotFoundError:  # the page re-sent a photo captioned before, whose upload is gone
+        raise gr.Error(NO_LONGER_HERE, print_exception=False) from None
+
+
+def is_example(path: Path) -> bool:
+    """Whether `path` is Gradio's copy of one of the examples (byte for byte), which must stay."""
+    example = EXAMPLES / path.name
+    return example.is_file() and path.is_file() and filecmp.cmp(path, example, shallow=False)
+
+
+def discard_upload(path: Path) -> None:
+    """Delete a finished request's upload (and its folder, when empty), as the page promises."""
+    uploads = Path(get_upload_folder()).resolve()
+    path = path.resolve()
+    if not path.is_relative_to(uploads) or is_example(path):
+        return
+    path.unlink(missing_ok=True)
+    if path.parent != uploads:
+        try:
+            path.parent.rmdir()  # Gradio puts each upload in a folder of its own
+        except OSError:  # not empty, or already gone
+            pass
+
+
+class CountedUploads(set):
+    """Gradio's record of uploaded files (Blocks.upload_file_set), counting the uploads of each.
+
+    Gradio stores an upload under a folder named by its content, so people sending the same photo
+    share one file: it may be deleted only when the last of their requests is done. Each upload
+    adds one; each finished request takes one away.
+
+    Gradio's sweep (the backstop for uploads whose request never ran, e.g. turned away by a full
+    queue) iterates this set in a thread while uploads add to it: a plain set raises "changed size
+    during iteration" there, which ends the sweep for good. Iteration goes over a snapshot instead.
+    """
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self._uploads, self._lock = Counter(), threading.Lock()
+
+    def __iter__(self):
+        with self._lock:
+            return iter(list(super().__iter__()))
+
+    def update(self, *paths):  # Gradio's upload route adds each upload's files this way
+        with self._lock:
+            for group in paths:
+                group = list(group)
+                self._uploads.update(group)
+                super().update(group)
+
+    def release(self, path: str) -> bool:
+        """Whether no upload of `path` is waiting for its request any more."""
+        with self._lock:
+            self._uploads[path] -= 1
+            if self._uploads[path] > 0:
+                return False
+            del self._uploads[path]
+            return True
+
+
+def build_demo(captioner: Captioner, model_description: str | None = None) -> gr.Interface:
+    """The app around `captioner`; `model_description` (pipeline.hub.describe_weights) goes in the footer."""
+    uploads = CountedUploads()
+
     def caption(image: str | None, beam_size: int):
         """The photo's best caption, and the beam's best captions with their probabilities."""
         if image is None:
             raise gr.Error("Upload a photo first.", print_exception=False)
+        if image == LINK_STAND_IN:
+            raise gr.Error(NO_LINKS, print_exception=False)
         try:
             # bytes, not the path: error messages then never show the server's upload folder
-            best = captioner.generate([Path(image).read_bytes()], beam_size, n_best=beam_size)[0]
+            best = captioner.generate([read_upload(Path(image))], beam_size, n_best=beam_size)[0]
         except ImageError as error:  # the user's file, not a fault: no traceback in the server's log
             raise gr.Error(f"Cannot caption this file: {error}", print_exception=False) from None
+        finally:
+            if uploads.release(image):
+                discard_upload(Path(image))
         # sentence probabilities are tiny numbers: keep significant digits, not decimals
         return best[0].text, [[c.text, float(f"{c.probability:.3g}")] for c in best]
 
-    return gr.Interface(
+    demo = gr.Interface(
         fn=caption,
         inputs=photo_input(),
         additional_inputs=gr.Slider(1, MAX_BEAM, value=3, step=1, precision=0, label="Beam size",
@@ -75,20 +175,29 @@ def build_demo(captioner: Captioner) -> gr.Interface:
         cache_examples=False,  # a click runs the model in well under a second; no start-up pass over them
         title="Flickr8k image captioner",
         description=DESCRIPTION,
+        # which weights answer, for users and their bug reports
+        article=f"Model: {model_description}." if model_description else None,
         api_name="caption",  # served as /caption; gradio_client and embeds rely on it
         concurrency_limit=CONCURRENCY_LIMIT,
         # people's own photos: flagging would save them on the server, so only the operator turns it on
         flagging_mode=os.environ.get("GRADIO_FLAGGING_MODE", "never"),
         delete_cache=DELETE_UPLOADS,
     ).queue(max_size=QUEUE_SIZE)
+    # the sweep iterates the same object, so it goes on seeing every upload
+    demo.upload_file_set = demo.temp_file_sets[0] = uploads
+    return demo
 
 
-def load_captioner(local_weights: Path) -> Captioner:
-    """The model, once, at start-up; exits with what to do when there is none."""
+def resolve_model_folder(local_weights: Path) -> Path:
+    """Where the model comes from (pipeline/hub.py); exits with what to do when there is none."""
     try:
-        folder = resolve_weights(local_weights)
+        return resolve_weights(local_weights)
     except NoWeightsError as error:
         raise SystemExit(f"error: {error}") from None
+
+
+def load_captioner(folder: Path) -> Captioner:
+    """The model, once, at start-up; exits with what to do when it cannot be loaded."""
     try:
         encoder = ImageEncoder()
     except Exception as error:  # a missing weights file, or Keras' bare Exception when its download fails
@@ -116,14 +225,18 @@ def serve(demo: gr.Interface, host: str | None = None, port: int | None = None, 
     """Start the server; `host`/`port` None leave the choice to Gradio's variables and defaults."""
     # run history would keep photos in the browser (or a connected bucket): the operator opts in
     run_history = os.environ.get("GRADIO_RUN_HISTORY", "false").lower() == "true"
-    return demo.launch(server_name=host, server_port=port, max_file_size=MAX_UPLOAD, run_history=run_history,
+    # httpx (Gradio's HTTP client) logs every URL it requests at INFO
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    return demo.launch(server_name=host, server_port=port, max_file_size=MAX_UPLOAD_BYTES, run_history=run_history,
                        **launch_options)
 
 
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    serve(build_demo(load_captioner(args.weights)), args.host, args.port)
+    folder = resolve_model_folder(args.weights)
+    serve(build_demo(load_captioner(folder), describe_weights(folder)), args.host, args.port)
 
 
 if __name__ == "__main__":

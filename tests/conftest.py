@@ -90,11 +90,17 @@ def app_url(tiny_model, random_encoder):
     """The Gradio app with the tiny model, served in this process on a free localhost port."""
     import app
     from pipeline import Captioner
+    from pipeline.hub import describe_weights
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    demo = app.build_demo(Captioner.from_pretrained(tiny_model, image_encoder=random_encoder))
+    port = free_port()
+    demo = app.build_demo(Captioner.from_pretrained(tiny_model, image_encoder=random_encoder),
+                          describe_weights(tiny_model))
     _, url, _ = app.serve(demo, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
     yield url
     demo.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

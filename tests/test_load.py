@@ -1,0 +1,112 @@
+"""Load: 50 clients at once, good photos mixed with bad files, against the app in its own process.
+
+Every request gets an answer (a caption, the app's error message, or "queue full"), the app goes
+on serving, and its peak resident memory (VmHWM) stays under 1.5 GB. Only 127.0.0.1 is used.
+The figures are printed (pytest -s) and quoted in README.md's reliability section.
+"""
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from gradio_client.utils import QueueError
+
+import app
+from conftest import OVER_OUR_PIXEL_LIMIT, ROOT, free_port, png_of_zeros
+from test_app import BAD_INPUTS, EXAMPLES, thousand_page_tiff, truncated_qoi
+
+CLIENTS = 50
+PEAK_MEMORY_LIMIT_MB = 1536
+LINK = "http://127.0.0.1:9/holiday.jpg"  # never fetched: the app refuses links
+
+
+def inputs(folder) -> list:
+    """The files the clients send, in turn: the examples, every bad input, and the costliest allowed images."""
+    files = {path.name: path.read_bytes() for path in EXAMPLES}
+    files.update((name, make()) for name, (make, _) in BAD_INPUTS.items())
+    files.update({"bomb-85mp.png": png_of_zeros(OVER_OUR_PIXEL_LIMIT, OVER_OUR_PIXEL_LIMIT),
+                  "gray16-79mp.png": png_of_zeros(8900, 8900, 16, 0), "rgba-31mp.png": png_of_zeros(5600, 5600, 8, 6),
+                  "pages.tiff": thousand_page_tiff(), "truncated.qoi": truncated_qoi()})
+    paths = []
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+        paths.append(str(folder / name))
+    return paths + [LINK]
+
+
+def peak_memory_mb(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM")
+
+
+@pytest.fixture
+def server(tiny_model, tmp_path):
+    """app.py in its own process (random backbone, the tiny model), with its own upload folder."""
+    port = free_port()
+    env = {**os.environ, "CAPTION_BACKBONE_WEIGHTS": "none", "GRADIO_TEMP_DIR": str(tmp_path / "uploads")}
+    env.pop("CAPTION_MODEL_REPO", None)
+    process = subprocess.Popen([sys.executable, "app.py", "--weights", str(tiny_model), "--port", str(port)],
+                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                httpx.get(url, timeout=5)
+                break
+            except httpx.TransportError:
+                time.sleep(0.5)
+        else:
+            pytest.fail(f"the app did not start: {process.stderr.read()[-3000:] if process.poll() is not None else ''}")
+        yield url, process
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+def one_client(url: str, photo: str):
+    """What one client gets: ("caption", text), ("error", message) or ("queue full", message)."""
+    client = Client(url, verbose=False, download_files=False)
+    try:
+        return "caption", client.predict(handle_file(photo), 3, api_name="/caption")[0]
+    except AppError as error:
+        return "error", str(error)
+    except QueueError as error:
+        return "queue full", str(error)
+
+
+def test_fifty_clients_with_good_and_bad_files_are_all_answered(server, tmp_path, capsys):
+    url, process = server
+    photos = inputs(tmp_path)
+    started = time.monotonic()
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        answers = list(pool.map(lambda i: one_client(url, photos[i % len(photos)]), range(CLIENTS)))
+    seconds = time.monotonic() - started
+    kinds = [kind for kind, _ in answers]
+    assert all(text.strip() for kind, text in answers if kind == "caption")
+    unclear = [text for kind, text in answers if kind == "error" and not text.startswith("Cannot caption this file")
+               and text != app.NO_LINKS]
+    assert unclear == []
+    assert kinds.count("caption") + kinds.count("error") >= app.CONCURRENCY_LIMIT + app.QUEUE_SIZE
+
+    assert one_client(url, str(EXAMPLES[0]))[0] == "caption"  # and it goes on serving
+    assert process.poll() is None
+    # every upload was deleted with its request, the ones sent by several clients at once too; those
+    # turned away by the full queue wait for Gradio's sweep
+    turned_away = {Path(photos[i % len(photos)]).name for i, (kind, _) in enumerate(answers) if kind == "queue full"}
+    left = {path.name for path in (tmp_path / "uploads").rglob("*") if path.is_file()}
+    assert left <= {path.name for path in EXAMPLES} | turned_away
+    peak = peak_memory_mb(process.pid)
+    with capsys.disabled():
+        print(f"\nload test: {CLIENTS} clients, {len(photos)} different inputs, {seconds:.0f} s; "
+              f"{kinds.count('caption')} captions, {kinds.count('error')} errors, {kinds.count('queue full')} "
+              f"queue full; app peak resident memory {peak:.0f} MB")
+    assert peak < PEAK_MEMORY_LIMIT_MB
