@@ -7,7 +7,6 @@ An interrupted run resumes when started again with the same --out.
   python train.py --data ../shared/flickr8k --out runs/train
 """
 import argparse
-import csv
 import json
 import logging
 import shutil
@@ -48,38 +47,28 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def best_so_far(log_file: Path) -> float | None:
-    """Best dev CIDEr an interrupted run already reached, so a resumed run only keeps better weights."""
-    if not log_file.is_file():
-        return None
-    with open(log_file, newline="") as f:
-        scores = [float(row[MONITOR]) for row in csv.DictReader(f) if row.get(MONITOR)]
-    return max(scores) if scores else None
-
-
 def main(argv=None):
     args = parse_args(argv)
-    # TensorFlow takes seconds to import: only after the arguments are known to be good
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    started = time.time()
+    dataset = load_flickr8k(args.data)  # before anything in --out is touched, and before TensorFlow loads
+    # TensorFlow takes seconds to import: only after the arguments and the data are known to be good
     import keras
 
     from pipeline.captioner import make_config, save_artifact
     from pipeline.decoder import build_decoder
     from pipeline.encoder import ImageEncoder
     from pipeline.feature_cache import extract_features
-    from pipeline.training import DevCider, caption_sequences, make_dataset, masked_accuracy, masked_loss
+    from pipeline.training import (DevCider, ResumableTraining, caption_sequences, make_dataset, masked_accuracy,
+                                   masked_loss)
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     keras.utils.set_random_seed(args.seed)
     out = Path(args.out)
     checkpoints = out / CHECKPOINTS
-    if args.fresh or not (checkpoints / "backup").exists():  # nothing to resume: start a new log
-        shutil.rmtree(checkpoints, ignore_errors=True)
-        (out / TRAINING_LOG).unlink(missing_ok=True)
-    else:
-        log.info("resuming the interrupted run in %s (pass --fresh to start over)", checkpoints)
-    started = time.time()
+    checkpoint = ResumableTraining(checkpoints, out / TRAINING_LOG, MONITOR, args.patience)
+    if args.fresh:
+        checkpoint.clear()
 
-    dataset = load_flickr8k(args.data)
     train_names, dev_names = dataset.split("train"), dataset.split("dev")
     if args.limit_images:
         train_names, dev_names = train_names[:args.limit_images], dev_names[:max(1, args.limit_images // 4)]
@@ -98,31 +87,29 @@ def main(argv=None):
     model = build_decoder(len(vocab))
     model.compile(optimizer=keras.optimizers.Adam(args.learning_rate),
                   loss=masked_loss, metrics=[masked_accuracy])
-    checkpoints.mkdir(parents=True, exist_ok=True)
-    best_weights = checkpoints / "best.weights.h5"
+    # an interrupted run picks up after its last finished epoch when started again with the same OUT
+    initial_epoch = checkpoint.restore(model)
+    if initial_epoch:
+        log.info("resuming the interrupted run in %s at epoch %d (pass --fresh to start over)", checkpoints,
+                 initial_epoch + 1)
     epoch_start = {}
     callbacks = [
         DevCider(dev_features, [dataset.captions[n] for n in dev_names], vocab, args.max_words + 1),
-        # an interrupted run picks up at its last finished epoch when started again with the same OUT
-        keras.callbacks.BackupAndRestore(str(checkpoints / "backup")),
-        keras.callbacks.ModelCheckpoint(str(best_weights), monitor=MONITOR, mode="max", save_best_only=True,
-                                        save_weights_only=True, initial_value_threshold=best_so_far(out / TRAINING_LOG)),
         keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=1, min_lr=1e-5),
-        keras.callbacks.EarlyStopping(monitor=MONITOR, mode="max", patience=args.patience),
         keras.callbacks.LambdaCallback(  # each epoch's wall time goes into the CSV log
             on_epoch_begin=lambda epoch, logs: epoch_start.update(t=time.perf_counter()),
             on_epoch_end=lambda epoch, logs: logs.update(seconds=round(time.perf_counter() - epoch_start["t"], 1))),
-        keras.callbacks.CSVLogger(str(out / TRAINING_LOG), append=True),
+        checkpoint,  # last: it commits what the others added to the epoch's logs
     ]
-    # a live progress bar on a terminal, one line per epoch in a log file
-    model.fit(train_ds, validation_data=dev_ds, epochs=args.epochs, callbacks=callbacks,
-              shuffle=False,  # the tf.data pipeline shuffles; Keras cannot shuffle a Dataset
-              verbose=1 if sys.stdout.isatty() else 2)
-    model.load_weights(best_weights)
+    if not checkpoint.out_of_patience():  # a run killed after its last epoch has none left to train
+        # a live progress bar on a terminal, one line per epoch in a log file
+        model.fit(train_ds, validation_data=dev_ds, epochs=args.epochs, initial_epoch=initial_epoch,
+                  callbacks=callbacks, shuffle=False,  # the tf.data pipeline shuffles; Keras cannot shuffle a Dataset
+                  verbose=1 if sys.stdout.isatty() else 2)
+    checkpoint.load_best(model)
 
-    with open(out / TRAINING_LOG, newline="") as f:
-        history = list(csv.DictReader(f))
-    best = max(history, key=lambda row: float(row[MONITOR]))
+    history = checkpoint.history
+    best = max(history, key=lambda row: row[MONITOR])
     config = make_config(len(vocab), args.max_words + 1, encoder.fingerprint, training={
         "data": "flickr8k", "train_images": len(train_names), "train_captions": len(train_seqs),
         "dev_images": len(dev_names), "epochs_run": len(history), "best_epoch": int(best["epoch"]) + 1,
@@ -130,7 +117,7 @@ def main(argv=None):
         "batch_size": args.batch_size,
         "learning_rate": args.learning_rate, "min_count": args.min_count, "max_words": args.max_words,
         "remove_stop_words": args.remove_stop_words, "seed": args.seed,
-        "train_seconds": round(sum(float(r.get("seconds") or 0) for r in history), 1),
+        "train_seconds": round(sum(r.get("seconds", 0) for r in history), 1),
         "wall_seconds_this_run": round(time.time() - started, 1)})
     save_artifact(out, model, vocab, config)
     shutil.rmtree(checkpoints)

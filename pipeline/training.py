@@ -1,4 +1,9 @@
-"""Sequence-level teacher forcing: one example per caption, the whole caption at once."""
+"""Sequence-level teacher forcing: one example per caption, the whole caption at once; resumable training."""
+import csv
+import json
+import shutil
+from pathlib import Path
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -7,6 +12,7 @@ from pycocoevalcap.cider.cider import Cider
 
 from .captioner import decode
 from .decoder import DecoderSteps
+from .files import atomic_path, write_text_atomically
 from .metrics import python_tokenize
 from .vocab import Vocabulary, clean_caption
 
@@ -79,3 +85,76 @@ class DevCider(keras.callbacks.Callback):
         captions = decode(DecoderSteps(self.model), self.vocab, self.features, self.beam_size, self.max_length)
         predictions = python_tokenize({i: [best[0].text] for i, best in enumerate(captions)})
         logs["val_cider"] = float(self.cider.compute_score(self.references, predictions)[0])
+
+
+class ResumableTraining(keras.callbacks.Callback):
+    """All a killed run needs to go on, committed atomically once per epoch; also early stopping.
+
+    Keras' BackupAndRestore, ModelCheckpoint, CSVLogger and EarlyStopping each keep their own state
+    and write it at their own moment, in place: a kill mid-write left a truncated checkpoint that
+    blocked resuming, a kill between two of them lost the epoch's log row, and EarlyStopping's
+    count of epochs without improvement started again at 0. Here each epoch's weights (with the
+    optimizer's state) go to a new file, then `state.json`, replaced atomically, commits the epoch:
+    it names the latest and best weights and holds the log rows, from which the CSV log and the
+    early-stopping count follow. Must come after the callbacks that add to the epoch's logs.
+    """
+
+    STATE = "state.json"
+
+    def __init__(self, folder: str | Path, log_file: str | Path, monitor: str, patience: int):
+        super().__init__()
+        self.folder, self.log_file, self.monitor, self.patience = Path(folder), Path(log_file), monitor, patience
+        self.history: list[dict] = []
+        self.best_weights: str | None = None
+
+    def clear(self) -> None:
+        """Forget any interrupted run (--fresh)."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.log_file.unlink(missing_ok=True)
+
+    def restore(self, model: keras.Model) -> int:
+        """Load the last committed epoch into `model` (weights and optimizer); the epoch to start at."""
+        state_file = self.folder / self.STATE
+        if not state_file.is_file():
+            return 0
+        state = json.loads(state_file.read_text(encoding="utf-8"))
+        model.optimizer.build(model.trainable_variables)  # its variables must exist to be loaded
+        model.load_weights(self.folder / state["latest"])
+        self.history, self.best_weights = state["history"], state["best"]
+        self.write_log()  # a kill may have come between the commit and the log
+        return len(self.history)
+
+    def epochs_since_best(self) -> int:
+        scores = [row[self.monitor] for row in self.history]
+        return len(scores) - 1 - scores.index(max(scores)) if scores else 0
+
+    def out_of_patience(self) -> bool:
+        return bool(self.history) and self.epochs_since_best() >= self.patience
+
+    def load_best(self, model: keras.Model) -> None:
+        model.load_weights(self.folder / self.best_weights)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.history.append({"epoch": epoch, **{key: float(value) for key, value in (logs or {}).items()}})
+        latest = f"epoch-{epoch}.weights.h5"
+        with atomic_path(self.folder / latest) as tmp:
+            self.model.save_weights(tmp)
+        if self.epochs_since_best() == 0:
+            self.best_weights = latest
+        state = {"latest": latest, "best": self.best_weights, "history": self.history}
+        write_text_atomically(self.folder / self.STATE, json.dumps(state, indent=1))
+        for old in self.folder.glob("epoch-*.weights.h5"):
+            if old.name not in (latest, self.best_weights):
+                old.unlink()
+        self.write_log()
+        if self.out_of_patience():
+            self.model.stop_training = True
+
+    def write_log(self) -> None:
+        """training_log.csv from the committed rows: epoch first, then the logs' keys, as CSVLogger wrote it."""
+        keys = sorted({key for row in self.history for key in row} - {"epoch"})
+        with atomic_path(self.log_file) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, ["epoch", *keys])
+            writer.writeheader()
+            writer.writerows(self.history)

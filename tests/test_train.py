@@ -1,13 +1,19 @@
-"""train.py end to end on a slice of the real Flickr8k, with a random backbone."""
+"""train.py end to end on a slice of the real Flickr8k, with a random backbone; resuming, on a toy model."""
+import csv
 import json
 import signal
 import subprocess
 import sys
 import time
 
+import keras
 import numpy as np
+import pytest
 
+import train
 from pipeline import Captioner
+from pipeline.data import DatasetError
+from pipeline.training import ResumableTraining
 from conftest import ROOT, SHARED_FLICKR8K, needs_shared
 
 
@@ -61,3 +67,101 @@ def test_killed_training_resumes(tmp_path):
     assert "resuming" in resumed.stderr
     epochs = [int(line.split(",")[0]) for line in log_file.read_text().splitlines()[1:]]
     assert epochs == list(range(40))
+
+
+class DevScores(keras.callbacks.Callback):
+    """Stands in for DevCider: the dev score of each epoch, given in advance."""
+
+    def __init__(self, scores):
+        super().__init__()
+        self.scores = scores
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["val_cider"] = self.scores[epoch]
+
+
+def toy_run(folder, scores, epochs, patience=3, kill=None):
+    """A tiny model trained with ResumableTraining in `folder`, resuming what is there; returns
+    (model, checkpoint). `kill(model, checkpoint)` runs first, to stop the run somewhere."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
+    checkpoint = ResumableTraining(folder / ".checkpoints", folder / "training_log.csv", "val_cider", patience)
+    initial_epoch = checkpoint.restore(model)
+    if kill:
+        kill(model, checkpoint)
+    x = np.random.default_rng(0).normal(size=(32, 3))
+    callbacks = [DevScores(scores), keras.callbacks.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0,
+                                                                       min_delta=10), checkpoint]
+    if not checkpoint.out_of_patience():
+        model.fit(x, x.sum(1), epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=0)
+    return model, checkpoint
+
+
+def logged_epochs(folder):
+    with open(folder / "training_log.csv", newline="") as f:
+        return [int(row["epoch"]) for row in csv.DictReader(f)]
+
+
+def test_a_kill_while_a_checkpoint_is_written_does_not_block_resuming(tmp_path, monkeypatch):
+    scores = [0.1, 0.2, 0.3, 0.4]
+    before, _ = toy_run(tmp_path, scores, epochs=2)
+    weights = [w.copy() for w in before.get_weights()]
+    learning_rate = float(before.optimizer.learning_rate)
+
+    def killed_mid_write(model, checkpoint):
+        def half_a_file(path, *args, **kwargs):
+            open(path, "wb").write(b"\x89HDF\r\n\x1a\n half of a weights file")
+            raise KeyboardInterrupt("killed while writing the checkpoint")
+        monkeypatch.setattr(model, "save_weights", half_a_file)
+
+    with pytest.raises(KeyboardInterrupt):
+        toy_run(tmp_path, scores, epochs=3, kill=killed_mid_write)
+    monkeypatch.undo()
+    resumed = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    resumed.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
+    checkpoint = ResumableTraining(tmp_path / ".checkpoints", tmp_path / "training_log.csv", "val_cider", 3)
+    assert checkpoint.restore(resumed) == 2  # the two committed epochs
+    for loaded, saved in zip(resumed.get_weights(), weights):
+        np.testing.assert_array_equal(loaded, saved)
+    assert float(resumed.optimizer.learning_rate) == learning_rate < 0.01  # ReduceLROnPlateau's cuts kept
+    _, finished = toy_run(tmp_path, scores, epochs=4)
+    assert logged_epochs(tmp_path) == [0, 1, 2, 3] and len(finished.history) == 4
+
+
+def test_the_log_row_of_a_committed_epoch_is_never_lost(tmp_path, monkeypatch):
+    scores = [0.1, 0.2, 0.3, 0.4]
+
+    def killed_after_the_commit(model, checkpoint):
+        write_log = checkpoint.write_log
+
+        def killed_the_second_time():
+            if len(checkpoint.history) == 2:
+                raise KeyboardInterrupt("killed between the checkpoint and the log")
+            write_log()
+        monkeypatch.setattr(checkpoint, "write_log", killed_the_second_time)
+
+    with pytest.raises(KeyboardInterrupt):
+        toy_run(tmp_path, scores, epochs=4, kill=killed_after_the_commit)
+    assert logged_epochs(tmp_path) == [0]
+    toy_run(tmp_path, scores, epochs=2)  # nothing left to train: the log is mended all the same
+    assert logged_epochs(tmp_path) == [0, 1]
+    toy_run(tmp_path, scores, epochs=4)
+    assert logged_epochs(tmp_path) == [0, 1, 2, 3]
+
+
+def test_early_stopping_counts_the_epochs_before_the_interruption(tmp_path):
+    scores = [0.5, 0.4, 0.3, 0.2, 0.1, 0.05, 0.01]  # the best is the first epoch
+    toy_run(tmp_path, scores, epochs=3)  # stopped (as if killed) after two epochs without improvement
+    _, checkpoint = toy_run(tmp_path, scores, epochs=7)
+    assert logged_epochs(tmp_path) == [0, 1, 2, 3]  # one more epoch without improvement, then patience (3) runs out
+    assert checkpoint.best_weights == "epoch-0.weights.h5"
+
+
+def test_bad_data_is_refused_before_the_previous_log_is_touched(tmp_path):
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "training_log.csv").write_text("epoch,loss\n0,4.1\n")
+    with pytest.raises(DatasetError):
+        train.main(["--data", str(tmp_path / "no-such-dataset"), "--out", str(out), "--fresh"])
+    assert (out / "training_log.csv").read_text() == "epoch,loss\n0,4.1\n"
