@@ -49,7 +49,7 @@ DESCRIPTION = """Upload a photo and get a one-sentence English description. An X
 and an LSTM decoder trained on the 6,000 training photos of [Flickr8k](https://doi.org/10.1613/jair.3994):
 it knows people, dogs and outdoor scenes best. A larger beam size weighs more candidate sentences; the
 table lists the best ones with the probability the model gives each. Photos are not logged, and the
-server deletes them within minutes."""
+server deletes each one as soon as it is captioned."""
 
 
 def photo_input() -> gr.Image:
