@@ -2,9 +2,11 @@
 
   python app.py [--host 0.0.0.0] [--port 7860]
 
-The model comes from the Hub repo in $CAPTION_MODEL_REPO, else weights/ (see pipeline/hub.py);
-the Xception backbone from $CAPTION_BACKBONE_WEIGHTS, else Keras' ImageNet download. Gradio's
-own variables (GRADIO_SERVER_NAME, GRADIO_SERVER_PORT, ...) work as usual.
+The model comes from the Hub repo in $CAPTION_MODEL_REPO, else weights/ (see pipeline/hub.py).
+Its image encoder is the one exported into the model folder (OpenVINO: no TensorFlow needed);
+--encoder keras (or $CAPTION_ENCODER) runs the Keras backbone instead, from
+$CAPTION_BACKBONE_WEIGHTS or Keras' ImageNet download (requirements-train.txt). Gradio's own
+variables (GRADIO_SERVER_NAME, GRADIO_SERVER_PORT, ...) work as usual.
 """
 import argparse
 import filecmp
@@ -14,8 +16,6 @@ import threading
 from collections import Counter
 from pathlib import Path
 
-import pipeline  # noqa: F401  (sets TensorFlow's log level before it loads)
-
 # Gradio reports usage to its makers unless told not to: the operator opts in, users are not asked
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
@@ -23,14 +23,15 @@ from gradio.utils import get_upload_folder  # noqa: E402
 from gradio_client.utils import is_http_url_like  # noqa: E402
 
 from pipeline import ArtifactError, Captioner  # noqa: E402
-from pipeline.encoder import BACKBONE_WEIGHTS_ENV, ImageEncoder  # noqa: E402
+from pipeline.captioner import ENCODER_CHOICES  # noqa: E402
+from pipeline.encoder import BACKBONE_WEIGHTS_ENV  # noqa: E402
 from pipeline.hub import (HOW_TO_GET_WEIGHTS, LOCAL_WEIGHTS, NoWeightsError, describe_weights,  # noqa: E402
                           resolve_weights)
 from pipeline.images import ImageError  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 MAX_BEAM = 10  # beam_search's limit
-# One request at a time: TensorFlow already spreads one image over both cores, so a second
+# One request at a time: the encoder already spreads one image over both cores, so a second
 # request would only make both slower. The queue holds the rest.
 CONCURRENCY_LIMIT, QUEUE_SIZE = 1, 32
 MAX_UPLOAD_MB = 20
@@ -188,6 +189,9 @@ def build_demo(captioner: Captioner, model_description: str | None = None) -> gr
     return demo
 
 
+ENCODER_ENV = "CAPTION_ENCODER"
+
+
 def resolve_model_folder(local_weights: Path) -> Path:
     """Where the model comes from (pipeline/hub.py); exits with what to do when there is none."""
     try:
@@ -196,18 +200,19 @@ def resolve_model_folder(local_weights: Path) -> Path:
         raise SystemExit(f"error: {error}") from None
 
 
-def load_captioner(folder: Path) -> Captioner:
+def load_captioner(folder: Path, encoder: str = "auto") -> Captioner:
     """The model, once, at start-up; exits with what to do when it cannot be loaded."""
     try:
-        encoder = ImageEncoder()
-    except Exception as error:  # a missing weights file, or Keras' bare Exception when its download fails
+        return Captioner.from_pretrained(folder, encoder=encoder)
+    except ArtifactError as error:
+        raise SystemExit(f"error: {error}\nTo get usable weights, {HOW_TO_GET_WEIGHTS}.") from None
+    except ImportError as error:  # the Keras encoder, where only requirements.txt is installed
+        raise SystemExit(f"error: the Keras encoder needs TensorFlow ({error}): install requirements-train.txt, "
+                         f"or export the encoder with `python export_encoder.py --weights {folder}`") from None
+    except Exception as error:  # Keras: a missing backbone file, or its bare Exception when its download fails
         raise SystemExit(f"error: could not build the Xception backbone: {error}\nOffline, point "
                          f"{BACKBONE_WEIGHTS_ENV} at a local weights file (README.md, 'Offline backbone "
                          "weights').") from None
-    try:
-        return Captioner.from_pretrained(folder, image_encoder=encoder)
-    except ArtifactError as error:
-        raise SystemExit(f"error: {error}\nTo get usable weights, {HOW_TO_GET_WEIGHTS}.") from None
 
 
 def parse_args(argv=None):
@@ -218,6 +223,9 @@ def parse_args(argv=None):
     p.add_argument("--weights", type=Path, default=LOCAL_WEIGHTS,
                    help="local model folder, used when $CAPTION_MODEL_REPO is unset or unreachable "
                         "(default: weights/ beside app.py)")
+    p.add_argument("--encoder", choices=ENCODER_CHOICES, default=os.environ.get(ENCODER_ENV, "auto"),
+                   help=f"image encoder (default ${ENCODER_ENV}, else auto: the folder's exported encoder "
+                        "when it has one; keras needs TensorFlow)")
     return p.parse_args(argv)
 
 
@@ -236,7 +244,7 @@ def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     folder = resolve_model_folder(args.weights)
-    serve(build_demo(load_captioner(folder), describe_weights(folder)), args.host, args.port)
+    serve(build_demo(load_captioner(folder, args.encoder), describe_weights(folder)), args.host, args.port)
 
 
 if __name__ == "__main__":

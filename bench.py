@@ -16,8 +16,13 @@ One process, real test-split images and the trained model in --weights:
     state and a softmax), on the same captions, in captions/s and words/s
   * caption_batch at batch 32 against captioning the same images one by one
   * the app: start-up to its first caption and peak resident memory, in a separate process
-Prints a table with the targets of issue 4 and writes everything to --json. Timings are only
-reported, never asserted; the machine should be otherwise idle while this runs.
+  * serving without TensorFlow (issue 11): the model folder's exported encoder (OpenVINO) against
+    the Keras path, side by side: encoder and end-to-end latency in fresh processes that take
+    turns (--rounds), app start-up and peak memory for each, and with --install-size the size of
+    a fresh virtual environment from requirements.txt against one that adds TensorFlow and Keras
+    (what the Space installed before); the ratios are exported / Keras
+Prints a table with the targets of issues 4 and 11 and writes everything to --json. Timings are
+only reported, never asserted; the machine should be otherwise idle while this runs.
 """
 import argparse
 import json
@@ -41,6 +46,11 @@ TARGETS = {
     "end_to_end_speedup": (7.0, "min"),
     "train_speedup": (5.0, "min"),
     "app_peak_rss_mb": (1536.0, "max"),
+    # issue 11: the exported encoder's path against the Keras path, measured side by side
+    "exported_end_to_end_ratio": (0.6, "max"),
+    "exported_startup_ratio": (0.4, "max"),
+    "exported_peak_rss_ratio": (0.5, "max"),
+    "install_size_ratio": (0.4, "max"),
 }
 
 # Every measurement bench.py writes (tests check the JSON holds them all).
@@ -58,7 +68,12 @@ REPORT_KEYS = (
     "caption_batch_images_per_second", "caption_one_by_one_images_per_second", "batching_speedup",
     "app_loaded_via", "app_startup_seconds", "app_load_seconds", "app_first_caption_ms",
     "app_peak_rss_mb", "app_rss_mb",
+    "keras_encoder_batch1_p50_ms", "exported_encoder_batch1_p50_ms", "keras_end_to_end_p50_ms",
+    "exported_end_to_end_p50_ms", "exported_end_to_end_ratio", "exported_app_startup_seconds",
+    "exported_app_first_caption_ms", "exported_app_peak_rss_mb", "exported_startup_ratio", "exported_peak_rss_ratio",
 )
+# with --install-size only
+INSTALL_KEYS = ("install_mb", "keras_install_mb", "install_size_ratio")
 
 
 def parse_args(argv=None):
@@ -75,11 +90,16 @@ def parse_args(argv=None):
     p.add_argument("--train-captions", type=int, default=1000,
                    help="training captions for the throughput comparison (default 1000)")
     p.add_argument("--beam-size", type=int, default=3, help="beam size of the end-to-end timings (default 3)")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="turns each serving path (Keras, exported) takes, in fresh processes (default 2)")
+    p.add_argument("--install-size", action="store_true",
+                   help="also build two fresh virtual environments (requirements.txt, and requirements.txt plus "
+                        "TensorFlow and Keras) and compare their sizes; needs the package registry or pip's cache")
     p.add_argument("--quick", action="store_true",
-                   help="a smoke run: 2 images, 1 original caption, 20 training captions (for tests)")
+                   help="a smoke run: 2 images, 1 original caption, 20 training captions, 1 round (for tests)")
     args = p.parse_args(argv)
     if args.quick:
-        args.images, args.original_images, args.train_captions = 2, 1, 20
+        args.images, args.original_images, args.train_captions, args.rounds = 2, 1, 20, 1
     return args
 
 
@@ -216,9 +236,10 @@ def bench_end_to_end(captioner, paths, beam: int) -> dict:
     return summary(timed(lambda p: captioner.caption(p, beam), paths), "end_to_end")
 
 
-def bench_original(captioner, paths, features, beam: int) -> dict:
+def bench_original(captioner, weights: str, paths, features, beam: int) -> dict:
     import numpy as np
-    original = OriginalCaptioner(captioner.image_encoder.model, captioner.model, captioner.vocab,
+    from pipeline.artifact import load_keras_decoder
+    original = OriginalCaptioner(captioner.image_encoder.model, load_keras_decoder(weights), captioner.vocab,
                                  captioner.max_length)
     original.generate(original.encode(paths[0]))  # warm-up, as a long-running app would be
     encode, generate, captions = [], [], []
@@ -316,15 +337,15 @@ def bench_batching(captioner, paths, beam: int) -> dict:
 APP_CHILD = r"""
 import json, sys, time
 from pathlib import Path
-weights, image, beam = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+weights, image, beam, encoder = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
 try:
     import app
-    captioner = app.load_captioner(weights)
+    captioner = app.load_captioner(weights, encoder)
     app.build_demo(captioner)
     via = "app.load_captioner"
 except ImportError as error:  # the app or Gradio is not there: load the model the way the app does
     from pipeline import Captioner
-    captioner, via = Captioner.from_pretrained(weights), f"Captioner.from_pretrained ({error})"
+    captioner, via = Captioner.from_pretrained(weights, encoder=encoder), f"Captioner.from_pretrained ({error})"
 loaded = time.time()
 captioner.generate([Path(image).read_bytes()], beam, n_best=beam)  # what the app's handler runs
 done = time.time()
@@ -335,22 +356,89 @@ print("BENCH " + json.dumps({"via": via, "loaded": loaded, "done": done, "first_
 """
 
 
-def bench_app(weights: str, backbone: str, image, beam: int) -> dict:
+def run_child(code: str, *argv, backbone: str) -> dict:
+    """Run `code` in a fresh Python process and return the JSON it prints after 'BENCH '."""
     env = dict(os.environ, CAPTION_BACKBONE_WEIGHTS=backbone, PYTHONUNBUFFERED="1")
     env.pop("CAPTION_MODEL_REPO", None)  # the local model folder, not a Hub download
-    launched = time.time()
-    result = subprocess.run([sys.executable, "-c", APP_CHILD, str(Path(weights).resolve()), str(image), str(beam)],
+    result = subprocess.run([sys.executable, "-c", code, *map(str, argv)],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     lines = [line for line in result.stdout.splitlines() if line.startswith("BENCH ")]
     if result.returncode or not lines:
-        raise RuntimeError(f"the app process failed ({result.returncode}):\n{result.stderr[-3000:]}")
-    child = json.loads(lines[-1][len("BENCH "):])
+        raise RuntimeError(f"the benchmark process failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return json.loads(lines[-1][len("BENCH "):])
+
+
+def bench_app(weights: str, backbone: str, image, beam: int, encoder: str = "keras") -> dict:
+    launched = time.time()
+    child = run_child(APP_CHILD, Path(weights).resolve(), image, beam, encoder, backbone=backbone)
     return {"app_loaded_via": child["via"],
             "app_startup_seconds": round(child["done"] - launched, 2),
             "app_load_seconds": round(child["loaded"] - launched, 2),
             "app_first_caption_ms": round(child["first_caption_ms"], 1),
             "app_peak_rss_mb": round(child["peak_rss_kb"] / 1024, 1),
             "app_rss_mb": round(child["rss_kb"] / 1024, 1)}
+
+
+SERVING_CHILD = r"""
+import json, sys, time
+import numpy as np
+from pipeline import Captioner
+from pipeline.encoder import IMAGE_SIZE
+from pipeline.images import load_image, to_model_input
+weights, encoder, beam, paths = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
+captioner = Captioner.from_pretrained(weights, encoder=encoder)
+pixels = [to_model_input(load_image(p), IMAGE_SIZE)[None] for p in paths]
+for i in range(5):  # warm-up, as a long-running app would be
+    captioner.caption(paths[i % len(paths)], beam)
+def p50(fn, items):
+    seconds = []
+    for item in items:
+        start = time.perf_counter()
+        fn(item)
+        seconds.append(time.perf_counter() - start)
+    return float(np.median(seconds)) * 1000
+print("BENCH " + json.dumps({"encoder_batch1_p50_ms": p50(captioner.image_encoder.encode_pixels, pixels),
+                             "end_to_end_p50_ms": p50(lambda p: captioner.caption(p, beam), paths)}))
+"""
+
+
+def bench_serving(weights: str, backbone: str, paths, image, beam: int, rounds: int) -> dict:
+    """The exported encoder's path against the Keras path: each in fresh processes, taking turns, so
+    that neither runtime's threads slow the other and a busy spell of a shared machine hits both."""
+    import numpy as np
+    runs = {"keras": [], "exported": []}
+    for _ in range(rounds):
+        for encoder in runs:
+            runs[encoder].append(run_child(SERVING_CHILD, weights, encoder, beam, *paths, backbone=backbone))
+    out = {f"{encoder}_{key}": round(float(np.median([r[key] for r in results])), 2)
+           for encoder, results in runs.items() for key in ("encoder_batch1_p50_ms", "end_to_end_p50_ms")}
+    out["exported_end_to_end_ratio"] = round(out["exported_end_to_end_p50_ms"] / out["keras_end_to_end_p50_ms"], 2)
+    apps = {encoder: [bench_app(weights, backbone, image, beam, encoder) for _ in range(rounds)] for encoder in runs}
+    median = lambda encoder, key: round(float(np.median([a[key] for a in apps[encoder]])), 2)  # noqa: E731
+    for key in ("app_startup_seconds", "app_first_caption_ms", "app_peak_rss_mb"):
+        out[f"exported_{key}"] = median("exported", key)
+    out["exported_startup_ratio"] = round(out["exported_app_startup_seconds"] / median("keras", "app_startup_seconds"), 2)
+    out["exported_peak_rss_ratio"] = round(out["exported_app_peak_rss_mb"] / median("keras", "app_peak_rss_mb"), 2)
+    return out
+
+
+def venv_megabytes(requirements: list[str], folder: Path) -> float:
+    """Size on disk of a fresh virtual environment with `requirements` installed (pip's own files included)."""
+    subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
+    subprocess.run([str(folder / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                    *requirements], check=True)
+    return round(sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and not f.is_symlink()) / 2**20, 1)
+
+
+def bench_install_size() -> dict:
+    """requirements.txt against what the Space installed before: the same plus TensorFlow and Keras."""
+    import tempfile
+    train = (ROOT / "requirements-train.txt").read_text().splitlines()
+    tensorflow = [line for line in train if line.startswith(("tensorflow==", "keras=="))]
+    with tempfile.TemporaryDirectory() as tmp:
+        ours = venv_megabytes(["-r", str(ROOT / "requirements.txt")], Path(tmp, "exported"))
+        keras_path = venv_megabytes(["-r", str(ROOT / "requirements.txt"), *tensorflow], Path(tmp, "keras"))
+    return {"install_mb": ours, "keras_install_mb": keras_path, "install_size_ratio": round(ours / keras_path, 2)}
 
 
 def cpu_model() -> str | None:
@@ -389,6 +477,13 @@ ROWS = [  # (label, key, unit)
      "images/s"),
     ("App start-up to first caption", "app_startup_seconds", "s"),
     ("App peak resident memory", "app_peak_rss_mb", "MB"),
+    ("Encoder batch 1 p50: Keras / exported", ("keras_encoder_batch1_p50_ms", "exported_encoder_batch1_p50_ms"), "ms"),
+    ("End to end p50: Keras / exported", ("keras_end_to_end_p50_ms", "exported_end_to_end_p50_ms"), "ms"),
+    ("End to end, exported / Keras", "exported_end_to_end_ratio", "x"),
+    ("App start-up, exported (ratio to Keras)", ("exported_app_startup_seconds", "exported_startup_ratio"), "s / x"),
+    ("App peak memory, exported (ratio to Keras)", ("exported_app_peak_rss_mb", "exported_peak_rss_ratio"), "MB / x"),
+    ("Installed size: requirements.txt / with TensorFlow", ("install_mb", "keras_install_mb"), "MB"),
+    ("Installed size, exported / Keras", "install_size_ratio", "x"),
 ]
 
 
@@ -397,9 +492,9 @@ def table(report: dict) -> str:
     for label, keys, unit in ROWS:
         keys = keys if isinstance(keys, tuple) else (keys,)
         value = " / ".join("n/a" if report.get(k) is None else f"{report[k]:g}" for k in keys)
-        target = report["targets"].get(keys[0])
+        target = next((report["targets"][k] for k in keys if k in report["targets"]), None)
         note = ""
-        if target:
+        if target and target["met"] is not None:
             sign = "<=" if target["kind"] == "max" else ">="
             note = f"{sign} {target['target']:g} ({'met' if target['met'] else 'MISSED'})"
         lines.append(f"| {label} | {value} {unit} | {note} |")
@@ -418,7 +513,7 @@ def main(argv=None):
 
     dataset = load_flickr8k(args.data)
     test = dataset.split("test")
-    captioner = Captioner.from_pretrained(args.weights, args.backbone_weights)
+    captioner = Captioner.from_pretrained(args.weights, args.backbone_weights, encoder="keras")
     paths = [dataset.image_path(n) for n in cycle(test, args.images)]
     features = extract_features(captioner.image_encoder, dataset.image_dir, cycle(test, args.images), args.cache_dir)
 
@@ -431,13 +526,17 @@ def main(argv=None):
         ("encoder", lambda: bench_encoder(captioner, paths)),
         ("decoder", lambda: bench_decoder(captioner, features)),
         ("end to end", lambda: bench_end_to_end(captioner, paths, args.beam_size)),
-        ("original approach", lambda: bench_original(captioner, paths[:args.original_images],
+        ("original approach", lambda: bench_original(captioner, args.weights, paths[:args.original_images],
                                                      features[:args.original_images], args.beam_size)),
         ("batching", lambda: bench_batching(captioner, paths, args.beam_size)),
         ("training", lambda: bench_training(dataset, captioner.vocab, captioner.max_length - 1,
                                             captioner.image_encoder, args.cache_dir, args.train_captions)),
         ("app", lambda: bench_app(args.weights, captioner.image_encoder.weights, paths[0], args.beam_size)),
+        ("serving without TensorFlow", lambda: bench_serving(args.weights, captioner.image_encoder.weights,
+                                                             paths, paths[0], args.beam_size, args.rounds)),
     ]
+    if args.install_size:
+        steps.append(("install size", bench_install_size))
     for name, step in steps:
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
         report.update(step())

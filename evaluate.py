@@ -28,8 +28,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pipeline import Captioner
+from pipeline.artifact import WEIGHTS_FILE
 from pipeline.bertscore import DEFAULT_MODEL, bertscore, load_scorer
-from pipeline.captioner import WEIGHTS_FILE
+from pipeline.captioner import ENCODER_CHOICES
 from pipeline.data import load_flickr8k
 from pipeline.feature_cache import extract_features
 from pipeline.files import atomic_path, sha256_of, write_text_atomically
@@ -51,7 +52,11 @@ def parse_args(argv=None):
     p.add_argument("--beam-size", type=int, default=3, help="1 is greedy search; at most 10")
     p.add_argument("--batch-size", type=int, default=100, help="images decoded together")
     p.add_argument("--limit-images", type=int, help="only the first N images of the split")
-    p.add_argument("--backbone-weights", help="as for train.py; default $CAPTION_BACKBONE_WEIGHTS, else imagenet")
+    p.add_argument("--encoder", choices=ENCODER_CHOICES, default="auto",
+                   help="image encoder: auto (default) is what the app serves, the folder's exported encoder "
+                        "when it has one; keras scores the TensorFlow backbone it was exported from")
+    p.add_argument("--backbone-weights", help="with the keras encoder: as for train.py; default "
+                   "$CAPTION_BACKBONE_WEIGHTS, else imagenet")
     p.add_argument("--cache-dir", help="feature cache root (default $CAPTION_CACHE_DIR or ~/.cache/flickr8k-captioner)")
     p.add_argument("--json", metavar="OUT", help="write the scores here as flat JSON")
     p.add_argument("--markdown", metavar="OUT", help="write the Markdown table here too")
@@ -151,7 +156,7 @@ def main(argv=None):
     names = dataset.split(args.split)[:args.limit_images]
     scorer = None if args.no_bertscore else load_bertscore(args.bertscore_model, args.bertscore_layers,
                                                            args.bertscore_model_name)
-    captioner = Captioner.from_pretrained(args.weights, args.backbone_weights)
+    captioner = Captioner.from_pretrained(args.weights, args.backbone_weights, encoder=args.encoder)
     features = extract_features(captioner.image_encoder, dataset.image_dir, names, args.cache_dir)
 
     started = time.perf_counter()
@@ -169,7 +174,8 @@ def main(argv=None):
     # refuses to publish them with other weights) and names no folder of this machine
     report = {"split": args.split, "n_images": len(names), "beam_size": args.beam_size,
               "images_per_second": round(len(names) / seconds, 1),
-              "weights_sha256": sha256_of(Path(args.weights) / WEIGHTS_FILE)}
+              "weights_sha256": sha256_of(Path(args.weights) / WEIGHTS_FILE),
+              "encoder": captioner.image_encoder.name}
     report.update(caption_metrics(references, predictions, resamples=args.bootstrap, seed=args.seed))
     if scorer is None:
         report.update(dict.fromkeys(BERTSCORE_KEYS), bertscore_skipped="--no-bertscore")

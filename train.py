@@ -42,6 +42,8 @@ def parse_args(argv=None):
     p.add_argument("--limit-images", type=int, help="train on the first N train images (and N/4 dev): for tests")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fresh", action="store_true", help="start over even if OUT holds an interrupted run")
+    p.add_argument("--no-export", action="store_true", help="skip exporting the encoder for serving "
+                   "(export_encoder.py can do it later); the folder then serves only with TensorFlow")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="publish the model folder to this Hub repo")
     p.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
     return p.parse_args(argv)
@@ -55,10 +57,10 @@ def main(argv=None):
     # TensorFlow takes seconds to import: only after the arguments and the data are known to be good
     import keras
 
-    from pipeline.captioner import make_config, save_artifact
-    from pipeline.decoder import build_decoder
+    from pipeline.artifact import build_keras_decoder, make_config, save_artifact, write_config
     from pipeline.encoder import ImageEncoder
     from pipeline.feature_cache import extract_features
+    from pipeline.openvino_encoder import export
     from pipeline.training import (DevCider, ResumableTraining, caption_sequences, make_dataset, masked_accuracy,
                                    masked_loss)
 
@@ -84,7 +86,8 @@ def main(argv=None):
     train_ds = make_dataset(train_features, train_index, train_seqs, args.batch_size, shuffle=True, seed=args.seed)
     dev_ds = make_dataset(dev_features, dev_index, dev_seqs, args.batch_size, shuffle=False)
 
-    model = build_decoder(len(vocab))
+    config = make_config(len(vocab), args.max_words + 1, encoder.fingerprint)
+    model = build_keras_decoder(config)
     model.compile(optimizer=keras.optimizers.Adam(args.learning_rate),
                   loss=masked_loss, metrics=[masked_accuracy])
     # an interrupted run picks up after its last finished epoch when started again with the same OUT
@@ -94,7 +97,7 @@ def main(argv=None):
                  initial_epoch + 1)
     epoch_start = {}
     callbacks = [
-        DevCider(dev_features, [dataset.captions[n] for n in dev_names], vocab, args.max_words + 1),
+        DevCider(dev_features, [dataset.captions[n] for n in dev_names], vocab, config),
         keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=1, min_lr=1e-5),
         keras.callbacks.LambdaCallback(  # each epoch's wall time goes into the CSV log
             on_epoch_begin=lambda epoch, logs: epoch_start.update(t=time.perf_counter()),
@@ -110,7 +113,7 @@ def main(argv=None):
 
     history = checkpoint.history
     best = max(history, key=lambda row: row[MONITOR])
-    config = make_config(len(vocab), args.max_words + 1, encoder.fingerprint, training={
+    config["training"] = {
         "data": "flickr8k", "train_images": len(train_names), "train_captions": len(train_seqs),
         "dev_images": len(dev_names), "epochs_run": len(history), "best_epoch": int(best["epoch"]) + 1,
         "best_dev_cider": round(float(best[MONITOR]), 4), "dev_loss": round(float(best["val_loss"]), 4),
@@ -118,8 +121,12 @@ def main(argv=None):
         "learning_rate": args.learning_rate, "min_count": args.min_count, "max_words": args.max_words,
         "remove_stop_words": args.remove_stop_words, "seed": args.seed,
         "train_seconds": round(sum(r.get("seconds", 0) for r in history), 1),
-        "wall_seconds_this_run": round(time.time() - started, 1)})
+        "wall_seconds_this_run": round(time.time() - started, 1)}
     save_artifact(out, model, vocab, config)
+    if not args.no_export:  # the app serves the exported encoder; without one it needs TensorFlow
+        log.info("exporting the encoder for serving (OpenVINO)")
+        config["encoder"]["exported"] = export(encoder, out)
+        write_config(out, config)
     shutil.rmtree(checkpoints)
     log.info("saved model folder %s (best dev CIDEr-D %.4f at epoch %d)", out, float(best[MONITOR]),
              int(best["epoch"]) + 1)

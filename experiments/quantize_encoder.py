@@ -174,7 +174,7 @@ def main(argv=None):
 
     dataset = load_flickr8k(args.data)
     names = dataset.split("test")[:args.limit_images]
-    captioner = Captioner.from_pretrained(args.weights, args.backbone_weights)
+    captioner = Captioner.from_pretrained(args.weights, args.backbone_weights, encoder="keras")
     encoder = captioner.image_encoder
     references = {n: dataset.captions[n] for n in names}
     pixels = np.stack([to_model_input(load_image(dataset.image_path(n)), IMAGE_SIZE)

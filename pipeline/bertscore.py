@@ -75,7 +75,8 @@ def bertscore(scorer, references: dict[str, list[str]], predictions: dict[str, s
         how = f"mean F1 of {BASELINE_PAIRS} random pairs of references of different images (seed {seed})"
     f1_mean = float(f1[:n].mean())
     return {"bertscore_precision": float(precision[:n].mean()), "bertscore_recall": float(recall[:n].mean()),
-            "bertscore_f1": f1_mean, "bertscore_f1_rescaled": rescale(f1_mean, baseline),
+            # a baseline of 1 (every image's references the same words) leaves nothing to rescale against
+            "bertscore_f1": f1_mean, "bertscore_f1_rescaled": rescale(f1_mean, baseline) if baseline < 1 else None,
             "bertscore_baseline_f1": baseline, "bertscore_baseline": how, "bertscore_model": model_name,
             "bertscore_layers": scorer.num_layers,
             "bertscore_references": "best-matching reference per image (max over its references)"}

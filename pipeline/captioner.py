@@ -1,94 +1,70 @@
-"""The model artifact (one folder: config.json, vocab.json, decoder.weights.h5) and `Captioner`."""
-import json
+"""`Captioner`: a model folder (pipeline/artifact.py) loaded for captioning, with NumPy and an encoder runtime.
+
+The decoder always runs in NumPy. The image encoder comes from ENCODERS: the folder's exported
+encoder (OpenVINO, no TensorFlow) or the Keras backbone it was exported from.
+"""
 import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import keras
 import numpy as np
-import tensorflow as tf
+import threadpoolctl
 
-from . import encoder as enc
+from .artifact import WEIGHTS_FILE, ArtifactError, read_config, read_keras_weights, read_vocab
 from .beam_search import beam_search
-from .decoder import ARCHITECTURE, DecoderSteps, build_decoder
+from .decoder import DecoderSteps
+from .encoder import BACKBONE, PixelEncoder
 from .vocab import Vocabulary
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE = "config.json", "vocab.json", "decoder.weights.h5"
-ARTIFACT_FILES = (CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE)
+
+def keras_encoder(folder: Path, config: dict, backbone_weights: str | None) -> PixelEncoder:
+    """The Keras backbone (TensorFlow): what the decoder was trained on."""
+    from .encoder import ImageEncoder
+    return ImageEncoder(backbone_weights)
 
 
-class ArtifactError(Exception):
-    """A model folder is missing a file, holds a corrupt one, or its pieces disagree."""
+def exported_encoder(folder: Path, config: dict, backbone_weights: str | None) -> PixelEncoder:
+    """The encoder exported into the folder, run by the runtime its config names."""
+    exported = config["encoder"].get("exported")
+    if exported is None:
+        raise ArtifactError(f"{folder} carries no exported encoder: build one with `python export_encoder.py "
+                            f"--weights {folder}` (requirements-train.txt), or use the Keras encoder")
+    if exported["runtime"] != "openvino":
+        raise ArtifactError(f"{folder / 'config.json'}: encoder runtime {exported['runtime']!r} is not supported")
+    from .openvino_encoder import OpenVINOEncoder
+    return OpenVINOEncoder(folder, exported, config["encoder"]["weights_fingerprint"])
 
 
-def make_config(vocab_size: int, max_length: int, backbone_fingerprint: str, **extra) -> dict:
-    return {
-        "format_version": FORMAT_VERSION,
-        "architecture": dict(ARCHITECTURE),
-        "vocab_size": vocab_size,
-        "max_length": max_length,
-        "encoder": {"backbone": enc.BACKBONE, "image_size": enc.IMAGE_SIZE, "pooling": "avg",
-                    "feature_dim": enc.FEATURE_DIM, "preprocessing": enc.PREPROCESSING,
-                    "weights_fingerprint": backbone_fingerprint},
-        "versions": {"keras": keras.__version__, "tensorflow": tf.__version__},
-        **extra,
-    }
+# How a Captioner gets its image encoder: "auto" is the exported one when the folder has it.
+ENCODERS = {"exported": exported_encoder, "keras": keras_encoder}
+ENCODER_CHOICES = ("auto", *ENCODERS)
 
 
-def save_artifact(folder: str | Path, model: keras.Model, vocab: Vocabulary, config: dict) -> Path:
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    # an uncompiled copy: a compiled model's weights file also holds the optimizer's state (3x the size)
-    arch = config["architecture"]
-    inference = build_decoder(config["vocab_size"], arch["units"], arch["embedding_dim"], arch["dropout"],
-                              config["encoder"]["feature_dim"])
-    inference.set_weights(model.get_weights())
-    inference.save_weights(folder / WEIGHTS_FILE)
-    vocab.save(folder / VOCAB_FILE)
-    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    return folder
+def load_image_encoder(folder: Path, config: dict, encoder: str = "auto",
+                       backbone_weights: str | None = None) -> PixelEncoder:
+    if encoder == "auto":
+        encoder = "exported" if "exported" in config["encoder"] else "keras"
+    if encoder not in ENCODERS:
+        raise ValueError(f"encoder must be one of {ENCODER_CHOICES}, got {encoder!r}")
+    return ENCODERS[encoder](folder, config, backbone_weights)
 
 
-def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise ArtifactError(f"missing {path.name} in the model folder {path.parent}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ArtifactError(f"{path} is corrupt: {error}") from None
-
-
-def load_artifact(folder: str | Path) -> tuple[keras.Model, Vocabulary, dict]:
+def load_artifact(folder: str | Path) -> tuple[DecoderSteps, Vocabulary, dict]:
+    """The folder's decoder (as NumPy steps), vocabulary and config, each checked against the others."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ArtifactError(f"model folder not found: {folder}")
-    config = _read_json(folder / CONFIG_FILE)
-    if config.get("format_version") != FORMAT_VERSION:
-        raise ArtifactError(f"{folder / CONFIG_FILE}: format_version {config.get('format_version')!r}, "
-                            f"this code reads {FORMAT_VERSION}")
+    config = read_config(folder)
+    vocab = read_vocab(folder, config)
     try:
-        vocab = Vocabulary(_read_json(folder / VOCAB_FILE)["tokens"])
-    except (KeyError, TypeError, ValueError) as error:
-        raise ArtifactError(f"{folder / VOCAB_FILE} is not a vocabulary: {error}") from None
-    if len(vocab) != config["vocab_size"]:
-        raise ArtifactError(f"{folder}: vocab.json holds {len(vocab)} tokens but config.json says "
-                            f"vocab_size={config['vocab_size']}; the files come from different models")
-    arch = config["architecture"]
-    model = build_decoder(len(vocab), arch["units"], arch["embedding_dim"], arch["dropout"],
-                          config["encoder"]["feature_dim"])
-    weights = folder / WEIGHTS_FILE
-    if not weights.is_file():
-        raise ArtifactError(f"missing {WEIGHTS_FILE} in the model folder {folder}")
-    try:
-        model.load_weights(weights)
-    except Exception as error:  # h5py and Keras raise many types for a bad or mismatched file
-        raise ArtifactError(f"{weights} could not be loaded into the decoder that config.json describes: "
-                            f"{type(error).__name__}: {error}") from None
-    return model, vocab, config
+        steps = DecoderSteps(read_keras_weights(folder / WEIGHTS_FILE), config)
+    except ValueError as error:
+        raise ArtifactError(f"{folder / WEIGHTS_FILE} does not fit the decoder that config.json describes: "
+                            f"{error}") from None
+    return steps, vocab, config
 
 
 @dataclass(frozen=True)
@@ -116,10 +92,13 @@ class Captioner:
     >>> captioner.caption("photo.jpg", beam_size=3)
     """
 
-    def __init__(self, model: keras.Model, vocab: Vocabulary, config: dict, image_encoder: enc.ImageEncoder):
-        self.model, self.vocab, self.config, self.image_encoder = model, vocab, config, image_encoder
-        self.steps = DecoderSteps(model)
+    def __init__(self, steps: DecoderSteps, vocab: Vocabulary, config: dict, image_encoder: PixelEncoder):
+        self.steps, self.vocab, self.config, self.image_encoder = steps, vocab, config, image_encoder
         self.max_length = config["max_length"]
+        # NumPy's OpenBLAS threads spin a while after each product: beside the encoder's own threads on
+        # a small CPU that slowed the next Xception pass by a third (bench.py). The decoder's products
+        # are small; one thread is enough. threadpoolctl applies it whatever was imported first.
+        threadpoolctl.threadpool_limits(1, user_api="blas")
         if config["encoder"]["weights_fingerprint"] != image_encoder.fingerprint:
             log.warning("the decoder was trained on other backbone weights than %s (fingerprint %s, not %s); "
                         "captions will be poor", image_encoder.weights, image_encoder.fingerprint,
@@ -127,12 +106,16 @@ class Captioner:
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, backbone_weights: str | None = None,
-                        image_encoder: enc.ImageEncoder | None = None) -> "Captioner":
-        """Load a model folder; the backbone comes from `backbone_weights`, the environment or ImageNet."""
-        model, vocab, config = load_artifact(folder)
-        if config["encoder"]["backbone"] != enc.BACKBONE:
+                        image_encoder: PixelEncoder | None = None, encoder: str = "auto") -> "Captioner":
+        """Load a model folder with the image encoder that `encoder` names (ENCODER_CHOICES).
+
+        The Keras encoder's backbone comes from `backbone_weights`, the environment or ImageNet.
+        """
+        steps, vocab, config = load_artifact(folder)
+        if config["encoder"]["backbone"] != BACKBONE:
             raise ArtifactError(f"{folder}: backbone {config['encoder']['backbone']!r} is not supported")
-        return cls(model, vocab, config, image_encoder or enc.ImageEncoder(backbone_weights))
+        image_encoder = image_encoder or load_image_encoder(Path(folder), config, encoder, backbone_weights)
+        return cls(steps, vocab, config, image_encoder)
 
     def decode(self, features: np.ndarray, beam_size: int = 3, n_best: int = 1) -> list[list[Caption]]:
         """The n-best captions of each feature row, best first."""

@@ -1,4 +1,9 @@
-"""The image encoder: Keras' Xception (no top, average pooling)."""
+"""Image encoders: pixels in, a feature vector out.
+
+`PixelEncoder` holds what every encoder runtime shares (decoding images, batching); `ImageEncoder`
+is the Keras Xception (no top, average pooling) that training extracts features with and that
+export_encoder.py exports. TensorFlow is imported only when an ImageEncoder is built.
+"""
 import functools
 import hashlib
 import json
@@ -34,8 +39,41 @@ def resolve_backbone_weights(weights: str | None = None) -> str:
     return str(path.resolve())
 
 
-class ImageEncoder:
-    """Xception features for batches of images, compiled once as a tf.function."""
+class PixelEncoder:
+    """Features for images given as paths, bytes, PIL images or arrays; subclasses encode pixels.
+
+    Subclasses set `fingerprint` (the backbone weights the features come from, as the decoder's
+    config.json names them) and `name` (runtime and precision, for reports), and implement
+    encode_pixels and cache_key.
+    """
+    fingerprint: str
+    name: str
+
+    def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """(N, IMAGE_SIZE, IMAGE_SIZE, 3) uint8 RGB -> (N, FEATURE_DIM) float32."""
+        raise NotImplementedError
+
+    def cache_key(self) -> str:
+        raise NotImplementedError
+
+    def encode(self, images, batch_size: int = 32) -> np.ndarray:
+        """Features (N, 2048) for images given as paths, bytes, PIL images or arrays."""
+        out = []
+        for i in range(0, len(images), batch_size):
+            pixels = np.stack([to_model_input(load_image(im), IMAGE_SIZE) for im in images[i:i + batch_size]])
+            out.append(self.encode_pixels(pixels))
+        return np.concatenate(out) if out else np.zeros((0, FEATURE_DIM), np.float32)
+
+
+def cache_key(**spec) -> str:
+    """A short key for a feature cache folder: features differ whenever any of `spec` does."""
+    spec.update(image_size=IMAGE_SIZE, preprocessing=PREPROCESSING)
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class ImageEncoder(PixelEncoder):
+    """Keras' Xception features for batches of images, compiled once as a tf.function."""
+    name = "keras float32"
 
     def __init__(self, weights: str | None = None):
         import keras
@@ -61,14 +99,6 @@ class ImageEncoder:
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
         return self._encode(pixels).numpy()
 
-    def encode(self, images, batch_size: int = 32) -> np.ndarray:
-        """Features (N, 2048) for images given as paths, bytes, PIL images or arrays."""
-        out = []
-        for i in range(0, len(images), batch_size):
-            pixels = np.stack([to_model_input(load_image(im), IMAGE_SIZE) for im in images[i:i + batch_size]])
-            out.append(self.encode_pixels(pixels))
-        return np.concatenate(out) if out else np.zeros((0, FEATURE_DIM), np.float32)
-
     @functools.cached_property
     def fingerprint(self) -> str:
         """Identifies the backbone by its weight values, so the same weights from Keras' download
@@ -79,6 +109,4 @@ class ImageEncoder:
         return digest.hexdigest()[:16]
 
     def cache_key(self) -> str:
-        spec = {"backbone": BACKBONE, "weights": self.fingerprint,
-                "image_size": IMAGE_SIZE, "preprocessing": PREPROCESSING}
-        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+        return cache_key(backbone=BACKBONE, weights=self.fingerprint)

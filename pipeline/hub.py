@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_token, snapshot_download
 
-from .captioner import ARTIFACT_FILES, CONFIG_FILE, WEIGHTS_FILE, Captioner
-from .encoder import BACKBONE_WEIGHTS_ENV, ImageEncoder
+from .artifact import ARTIFACT_FILES, CONFIG_FILE, ENCODER_PATTERN, WEIGHTS_FILE
+from .captioner import Captioner
+from .encoder import BACKBONE_WEIGHTS_ENV, PixelEncoder
 from .files import sha256_of
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,9 @@ CARD_METRICS = {"bleu_1": ("bleu", "BLEU-1"), "bleu_2": ("bleu", "BLEU-2"), "ble
                 "bleu_4": ("bleu", "BLEU-4"), "meteor": ("meteor", "METEOR"), "rouge_l": ("rouge", "ROUGE-L"),
                 "cider": ("cider", "CIDEr-D"), "bertscore_f1": ("bertscore", "BERTScore F1"),
                 "bertscore_f1_rescaled": ("bertscore", "BERTScore F1, rescaled")}
+
+
+HUB_FILES = [*ARTIFACT_FILES, ENCODER_PATTERN]  # what the app fetches: the model, not the card or logs
 
 
 class NoWeightsError(RuntimeError):
@@ -63,7 +67,7 @@ def resolve_weights(local: str | Path = LOCAL_WEIGHTS) -> Path:
         pinned = os.environ.get(REVISION_ENV)
         revision = pinned or "main"
         try:
-            folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=list(ARTIFACT_FILES)))
+            folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_FILES))
             problem = None if has_artifact(folder) else f"it lacks some of {', '.join(ARTIFACT_FILES)}"
         except Exception as error:  # network, auth, unknown repo or revision, bad id
             first_line = str(error).partition("\n")[0]
@@ -120,7 +124,7 @@ def model_card(repo_id: str, config: dict, metrics: dict | None) -> ModelCard:
     data = ModelCardData(
         library_name="keras", pipeline_tag="image-to-text", language="en",
         license="other", license_name="flickr8k-research-use",
-        datasets=["flickr8k"], tags=["image-captioning", "flickr8k", "xception", "lstm", "tensorflow"],
+        datasets=["flickr8k"], tags=["image-captioning", "flickr8k", "xception", "lstm", "tensorflow", "openvino"],
         model_name=repo_id.split("/")[-1],
         metrics=sorted({metric_type for metric_type, *_ in rows}) or None,
         eval_results=[EvalResult(task_type="image-to-text", task_name="Image captioning", dataset_type="flickr8k",
@@ -159,16 +163,18 @@ With the Flickr8k captioner project's code (`pipeline/`):
 from huggingface_hub import snapshot_download
 from pipeline import Captioner
 
-folder = snapshot_download("{repo_id}", allow_patterns={list(ARTIFACT_FILES)})
+folder = snapshot_download("{repo_id}", allow_patterns={HUB_FILES})
 captioner = Captioner.from_pretrained(folder)
 captioner.caption("photo.jpg", beam_size=3)
 ```
 
-or its demo app: `CAPTION_MODEL_REPO={repo_id} python app.py`. Keras downloads the Xception
-ImageNet weights on first use; offline, point `{BACKBONE_WEIGHTS_ENV}` at a local copy.
+or its demo app: `CAPTION_MODEL_REPO={repo_id} python app.py`. When the repo carries the exported
+encoder (`encoder.xml` and `encoder-*.bin`, OpenVINO), captioning needs no TensorFlow; otherwise
+Keras downloads the Xception ImageNet weights on first use (offline, point `{BACKBONE_WEIGHTS_ENV}`
+at a local copy).
 
 Files: `{CONFIG_FILE}` (architecture, encoder, training settings), `vocab.json`, `decoder.weights.h5`
-(the decoder's Keras weights){f", `{METRICS_FILE}` (evaluate.py's scores)" if metrics else ""} and
+(the decoder's Keras weights), the exported encoder when there is one{f", `{METRICS_FILE}` (evaluate.py's scores)" if metrics else ""} and
 `{TRAINING_LOG}` when the training run wrote one.
 
 ## Training
@@ -231,20 +237,21 @@ def build_upload_folder(folder: str | Path, dest: str | Path, repo_id: str) -> P
     if dest.exists() and any(dest.iterdir()):  # stray files would be uploaded too
         raise HubError(f"{dest} is not empty; the upload folder must hold only what is published")
     dest.mkdir(parents=True, exist_ok=True)
-    for name in (*ARTIFACT_FILES, METRICS_FILE, TRAINING_LOG):
-        if (folder / name).is_file():
-            shutil.copy2(folder / name, dest / name)
+    for path in [*(folder / name for name in (*ARTIFACT_FILES, METRICS_FILE, TRAINING_LOG)),
+                 *folder.glob(ENCODER_PATTERN)]:
+        if path.is_file():
+            shutil.copy2(path, dest / path.name)
     model_card(repo_id, _read_json(dest / CONFIG_FILE), _read_json(dest / METRICS_FILE)).save(dest / CARD_FILE)
     return dest
 
 
-def check_upload_folder(folder: Path, image_encoder: ImageEncoder | None = None) -> str:
+def check_upload_folder(folder: Path, image_encoder: PixelEncoder | None = None) -> str:
     """Load `folder` as the app would and caption a plain gray image; returns that caption."""
     captioner = Captioner.from_pretrained(folder, image_encoder=image_encoder)
     return captioner.caption(np.full((64, 64, 3), 128, np.uint8))
 
 
-def stage(folder: str | Path, dest: Path, repo_id: str, image_encoder: ImageEncoder | None = None) -> Path:
+def stage(folder: str | Path, dest: Path, repo_id: str, image_encoder: PixelEncoder | None = None) -> Path:
     """Build the upload folder and check that it loads, so a broken model is never published."""
     build_upload_folder(folder, dest, repo_id)
     caption = check_upload_folder(dest, image_encoder)
@@ -263,7 +270,7 @@ def default_commit_message(folder: Path) -> str:
 
 def push_to_hub(folder: str | Path, repo_id: str, private: bool = False, commit_message: str | None = None, *,
                 dry_run: bool = False, dest: str | Path | None = None,
-                image_encoder: ImageEncoder | None = None) -> str:
+                image_encoder: PixelEncoder | None = None) -> str:
     """Publish a model folder with its model card; returns the commit URL.
 
     With `dry_run` nothing leaves the machine: the exact upload folder is built and checked in

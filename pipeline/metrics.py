@@ -111,20 +111,76 @@ def diversity(predictions: dict[str, str]) -> dict:
             "vocabulary_used": len({word for caption in captions for word in caption.split()})}
 
 
-def caption_metrics(references: dict[str, list[str]], predictions: dict[str, str],
-                    use_java: bool | None = None, resamples: int = 1000, seed: int = 0) -> dict:
-    """BLEU-1..4, METEOR, ROUGE-L, CIDEr-D and bootstrap intervals, one caption per image."""
+# Words a fluent caption does not end on ("a dog runs through the"): articles, prepositions,
+# conjunctions and auxiliaries.
+FUNCTION_WORDS = frozenset("""a an the and or but of in on at to for with by from into onto over under through
+near while as is are was were be being has have his her its their""".split())
+
+
+def fluency(predictions: dict[str, str]) -> dict:
+    """Counts of disfluent captions: empty, a word twice in a row ("rafting rafting"), ending on a
+    function word, and the share that repeat a two-word phrase ("a man and a man")."""
+    words = [caption.split() for caption in predictions.values()]
+
+    def repeats_phrase(w):
+        bigrams = list(zip(w, w[1:]))
+        return len(set(bigrams)) < len(bigrams)
+
+    return {"empty_captions": sum(not w for w in words),
+            "repeated_word_captions": sum(any(a == b for a, b in zip(w, w[1:])) for w in words),
+            "function_word_endings": sum(bool(w) and w[-1] in FUNCTION_WORDS for w in words),
+            "repeated_phrase_share": round(sum(map(repeats_phrase, words)) / max(len(words), 1), 4)}
+
+
+def _score_inputs(references: dict[str, list[str]], predictions: dict[str, str], use_java: bool | None):
+    """(tokenized references, tokenized predictions, tokenizer name), PTB when Java can run it."""
     if set(references) != set(predictions):
         raise ValueError("references and predictions must cover the same images")
-    scores = {}
     use_java = java_available() if use_java is None else use_java
     # The PTB tokenizer writes its input to a temporary file beside its jar in site-packages.
     ptb = use_java and os.access(os.path.dirname(ptbtokenizer.__file__), os.W_OK)
     if use_java and not ptb:
         log.warning("pycocoevalcap's folder is read-only, so the PTB tokenizer cannot run; "
                     "using the Python tokenisation")
-    refs = tokenize(references, ptb)
-    preds = tokenize({k: [v] for k, v in predictions.items()}, ptb)
+    return (tokenize(references, ptb), tokenize({k: [v] for k, v in predictions.items()}, ptb),
+            "ptb (java)" if ptb else "python")
+
+
+def paired_bootstrap(references: dict[str, list[str]], baseline: dict[str, str], candidate: dict[str, str],
+                     resamples: int = 1000, seed: int = 0, use_java: bool | None = None) -> dict:
+    """Candidate minus baseline, corpus BLEU-4 and CIDEr-D, with 95% intervals from resampling the
+    images: each resample draws the same images for both, so what the two share cancels out."""
+    keys = sorted(references)
+    refs, base, _ = _score_inputs(references, baseline, use_java)
+    _, cand, tokenizer = _score_inputs(references, candidate, use_java)
+    refs, base, cand = ({k: d[k] for k in keys} for d in (refs, base, cand))
+    n = len(keys)
+    weights = np.random.default_rng(seed).multinomial(n, np.full(n, 1 / n), size=resamples)
+    full = np.ones((1, n))  # the whole split once: the point estimate
+    out = {"images": n, "resamples": resamples, "tokenizer": tokenizer}
+    per_image = {}
+    for name, preds in (("baseline", base), ("candidate", cand)):
+        per_image[name] = (bleu_statistics(refs, preds), np.asarray(Cider().compute_score(refs, preds)[1]))
+    for metric in ("bleu_4", "cider"):
+        def score(w, name):
+            bleu_stats, cider = per_image[name]
+            return corpus_bleu(w @ bleu_stats)[:, BLEU_N - 1] if metric == "bleu_4" else w @ cider / n
+        difference = score(weights, "candidate") - score(weights, "baseline")
+        low, high = np.percentile(difference, [2.5, 97.5])
+        out.update({f"{metric}_baseline": float(score(full, "baseline")[0]),
+                    f"{metric}_candidate": float(score(full, "candidate")[0]),
+                    f"{metric}_difference": float(score(full, "candidate")[0] - score(full, "baseline")[0]),
+                    f"{metric}_difference_ci95_low": float(low), f"{metric}_difference_ci95_high": float(high)})
+    out["identical_captions"] = round(float(np.mean([baseline[k] == candidate[k] for k in keys])), 4)
+    return out
+
+
+def caption_metrics(references: dict[str, list[str]], predictions: dict[str, str],
+                    use_java: bool | None = None, resamples: int = 1000, seed: int = 0) -> dict:
+    """BLEU-1..4, METEOR, ROUGE-L, CIDEr-D and bootstrap intervals, one caption per image."""
+    scores = {}
+    refs, preds, tokenizer = _score_inputs(references, predictions, use_java)
+    use_java = java_available() if use_java is None else use_java
 
     bleu, _ = Bleu(BLEU_N).compute_score(refs, preds, verbose=0)
     scores.update({f"bleu_{n}": float(b) for n, b in enumerate(bleu, 1)})
@@ -138,6 +194,7 @@ def caption_metrics(references: dict[str, list[str]], predictions: dict[str, str
     cider, cider_per_image = Cider().compute_score(refs, preds)
     scores["cider"] = float(cider)
     scores.update(bootstrap_intervals(bleu_statistics(refs, preds), np.asarray(cider_per_image), resamples, seed))
-    scores["tokenizer"] = "ptb (java)" if ptb else "python"
+    scores["tokenizer"] = tokenizer
     scores.update(diversity(predictions))
+    scores.update(fluency(predictions))
     return scores

@@ -11,7 +11,7 @@ from keras import ops
 from pycocoevalcap.cider.cider import Cider
 
 from .captioner import decode
-from .decoder import DecoderSteps
+from .decoder import DecoderSteps, layer_weights
 from .files import atomic_path, write_text_atomically
 from .metrics import python_tokenize
 from .vocab import Vocabulary, clean_caption
@@ -74,15 +74,16 @@ class DevCider(keras.callbacks.Callback):
     The dev loss stops improving before the captions do, so the kept model is chosen by this.
     """
 
-    def __init__(self, features: np.ndarray, references: list[list[str]], vocab: Vocabulary, max_length: int,
+    def __init__(self, features: np.ndarray, references: list[list[str]], vocab: Vocabulary, config: dict,
                  beam_size: int = 3):
         super().__init__()
-        self.features, self.vocab, self.max_length, self.beam_size = features, vocab, max_length, beam_size
+        self.features, self.vocab, self.config, self.beam_size = features, vocab, config, beam_size
         self.references = python_tokenize(dict(enumerate(references)))  # once, not every epoch
         self.cider = Cider()
 
     def on_epoch_end(self, epoch, logs=None):
-        captions = decode(DecoderSteps(self.model), self.vocab, self.features, self.beam_size, self.max_length)
+        steps = DecoderSteps(layer_weights(self.model), self.config)
+        captions = decode(steps, self.vocab, self.features, self.beam_size, self.config["max_length"])
         predictions = python_tokenize({i: [best[0].text] for i, best in enumerate(captions)})
         logs["val_cider"] = float(self.cider.compute_score(self.references, predictions)[0])
 

@@ -18,6 +18,13 @@ needs_shared = pytest.mark.skipif(not (SHARED_FLICKR8K / "Flickr8k_text").is_dir
                                   reason=f"the real Flickr8k is not beside the repo at {SHARED_FLICKR8K}")
 
 
+def only_requirements(requirements_file: str) -> dict:
+    """Environment for a child Python that can import only what `requirements_file` installs
+    (tests/requirements_only/sitecustomize.py), as in a fresh virtual environment made from it."""
+    return dict(os.environ, PYTHONPATH=str(ROOT / "tests" / "requirements_only"),
+                ONLY_REQUIREMENTS=str(ROOT / requirements_file))
+
+
 def write_image(path: Path, seed: int, size=(32, 24)) -> Path:
     rng = np.random.default_rng(seed)
     Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(path)
@@ -71,7 +78,7 @@ def random_encoder():
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory, random_encoder):
     """A small untrained model folder for tests that need one that loads (with `random_encoder`)."""
-    from pipeline.captioner import make_config, save_artifact
+    from pipeline.artifact import make_config, save_artifact
     from pipeline.decoder import build_decoder
     from pipeline.vocab import SPECIALS, Vocabulary
 
@@ -83,6 +90,22 @@ def tiny_model(tmp_path_factory, random_encoder):
     config = make_config(len(vocab), 6, random_encoder.fingerprint)
     config["architecture"].update(units=16, embedding_dim=8, dropout=0.0)
     return save_artifact(tmp_path_factory.mktemp("tiny_model"), model, vocab, config)
+
+
+@pytest.fixture(scope="session")
+def exported_model(tmp_path_factory, tiny_model, random_encoder):
+    """`tiny_model` with its encoder exported in float32 (OpenVINO): the Keras path's features, no TensorFlow."""
+    import shutil
+
+    from pipeline.artifact import read_config, write_config
+    from pipeline.openvino_encoder import export
+
+    folder = tmp_path_factory.mktemp("exported") / "model"
+    shutil.copytree(tiny_model, folder)
+    config = read_config(folder)
+    config["encoder"]["exported"] = export(random_encoder, folder, weights="float32", precision="f32")
+    write_config(folder, config)
+    return folder
 
 
 @pytest.fixture(scope="session")

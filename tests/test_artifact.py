@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from pipeline import ArtifactError, Captioner
-from pipeline.captioner import load_artifact, make_config, save_artifact
+from pipeline.artifact import load_keras_decoder, make_config, read_keras_weights, save_artifact
+from pipeline.captioner import load_artifact
 from pipeline.decoder import build_decoder
 from pipeline.vocab import Vocabulary
 from conftest import write_image
@@ -24,10 +25,13 @@ def artifact(tmp_path, random_encoder):
 def test_round_trip_gives_identical_captions(artifact, random_encoder, tmp_path):
     images = [write_image(tmp_path / f"{i}.png", i) for i in range(3)]
     first = Captioner.from_pretrained(artifact, image_encoder=random_encoder)
-    resaved = save_artifact(tmp_path / "copy", first.model, first.vocab, first.config)
+    resaved = save_artifact(tmp_path / "copy", load_keras_decoder(artifact), first.vocab, first.config)
     second = Captioner.from_pretrained(resaved, image_encoder=random_encoder)
-    for loaded, saved in zip(second.model.weights, first.model.weights):
-        np.testing.assert_array_equal(loaded.numpy(), saved.numpy())
+    saved, loaded = read_keras_weights(artifact / "decoder.weights.h5"), read_keras_weights(resaved / "decoder.weights.h5")
+    assert saved.keys() == loaded.keys() == {"image_projection", "embedding", "lstm", "merge_projection", "word_logits"}
+    for name in saved:
+        for a, b in zip(saved[name], loaded[name], strict=True):
+            np.testing.assert_array_equal(a, b)
     expected = first.generate(images, beam_size=3, n_best=3)
     assert second.generate(images, beam_size=3, n_best=3) == expected
     assert first.caption_batch(images) == [hyps[0].text for hyps in expected]
@@ -48,7 +52,7 @@ def test_config_records_what_inference_needs(artifact):
     (lambda a: (a / "vocab.json").unlink(), "missing vocab.json"),
     (lambda a: (a / "decoder.weights.h5").unlink(), "missing decoder.weights.h5"),
     (lambda a: (a / "config.json").write_text("{not json"), "config.json is corrupt"),
-    (lambda a: (a / "decoder.weights.h5").write_bytes(b"garbage"), "could not be loaded"),
+    (lambda a: (a / "decoder.weights.h5").write_bytes(b"garbage"), "is not a Keras weights file"),
     (lambda a: Vocabulary(list(Vocabulary.build([WORDS + ["extra"]], 1).tokens)).save(a / "vocab.json"),
      "different models"),
 ])
@@ -61,7 +65,7 @@ def test_broken_artifacts_fail_clearly(artifact, damage, message):
 def test_weights_of_another_shape_are_refused(artifact, tmp_path):
     other_vocab = Vocabulary.build([WORDS + ["extra"]], min_count=1)
     build_decoder(len(other_vocab)).save_weights(artifact / "decoder.weights.h5")
-    with pytest.raises(ArtifactError, match="could not be loaded"):
+    with pytest.raises(ArtifactError, match="does not fit the decoder .* layer 'embedding'"):
         load_artifact(artifact)
 
 
@@ -79,3 +83,49 @@ def test_saved_weights_leave_out_the_optimizer(tmp_path, random_encoder):
     plain = tmp_path / "plain.weights.h5"
     build_decoder(len(vocab)).save_weights(plain)
     assert (folder / "decoder.weights.h5").stat().st_size < 1.2 * plain.stat().st_size
+
+
+def edit_config(folder, change):
+    config = json.loads((folder / "config.json").read_text())
+    change(config)
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c.pop("vocab_size"), "missing the key 'vocab_size'"),
+    (lambda c: c["architecture"].pop("units"), "missing the key 'architecture.units'"),
+    (lambda c: c["encoder"].pop("weights_fingerprint"), "missing the key 'encoder.weights_fingerprint'"),
+    (lambda c: c.update(max_length=10**9), "max_length=1000000000 is outside 2..200"),
+    (lambda c: c["architecture"].update(units=10**7), "architecture.units=10000000 is outside"),
+    (lambda c: c.update(vocab_size="15"), "vocab_size must be an integer"),
+    (lambda c: c.update(format_version=2), "format_version 2, this code reads 1"),
+    (lambda c: c["encoder"].update(exported={"runtime": "openvino"}), "missing the key 'encoder.exported.sha256'"),
+])
+def test_config_values_are_checked_before_use(artifact, change, message):
+    edit_config(artifact, change)
+    with pytest.raises(ArtifactError, match=message) as error:
+        load_artifact(artifact)
+    assert "config.json" in str(error.value)
+
+
+def test_a_vocab_file_that_is_not_a_vocabulary(artifact):
+    (artifact / "vocab.json").write_text(json.dumps({"tokens": ["a", "b"]}))
+    with pytest.raises(ArtifactError, match="vocab.json is not a vocabulary"):
+        load_artifact(artifact)
+
+
+def test_unsupported_backbone_is_refused(artifact, random_encoder):
+    edit_config(artifact, lambda c: c["encoder"].update(backbone="resnet50"))
+    with pytest.raises(ArtifactError, match="backbone 'resnet50' is not supported"):
+        Captioner.from_pretrained(artifact, image_encoder=random_encoder)
+
+
+def test_other_backbone_weights_are_warned_about(artifact, random_encoder, caplog):
+    edit_config(artifact, lambda c: c["encoder"].update(weights_fingerprint="0123456789abcdef"))
+    Captioner.from_pretrained(artifact, image_encoder=random_encoder)
+    assert "trained on other backbone weights" in caplog.text
+
+
+def test_a_folder_without_exported_encoder_says_how_to_make_one(artifact):
+    with pytest.raises(ArtifactError, match="no exported encoder: build one with `python export_encoder.py"):
+        Captioner.from_pretrained(artifact, encoder="exported")

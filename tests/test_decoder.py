@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline.beam_search import beam_search
-from pipeline.decoder import DecoderSteps, build_decoder
+from pipeline.decoder import DecoderSteps, build_decoder, layer_weights
 from pipeline.training import caption_sequences, make_dataset, masked_loss
 from pipeline.vocab import Vocabulary
 
@@ -29,24 +29,42 @@ def overfit():
     return model, vocab, features, history.history["loss"]
 
 
+def numpy_steps(model, vocab) -> DecoderSteps:
+    config = {"vocab_size": len(vocab), "architecture": {"units": 32, "embedding_dim": 16},
+              "encoder": {"feature_dim": 16}}
+    return DecoderSteps(layer_weights(model), config)
+
+
 def test_tiny_decoder_overfits_and_greedy_decoding_reproduces_captions(overfit):
     model, vocab, features, losses = overfit
     assert losses[-1] < 0.05 < losses[0]
-    steps = DecoderSteps(model)
+    steps = numpy_steps(model, vocab)
     results = beam_search(steps.step, steps.initial_state(features), 3, vocab.start_id, vocab.end_id,
                           beam_size=1, max_length=10, banned_ids=(vocab.pad_id, vocab.start_id, vocab.unk_id))
     assert [vocab.decode(hyps[0].tokens) for hyps in results] == CAPTIONS
 
 
 def test_word_step_matches_the_full_model(overfit):
+    """Every row of a batch, every position, the whole distribution: a per-row normalisation slip
+    that still ranks each row's best word first would show here."""
     model, vocab, features, _ = overfit
-    words = np.array([vocab.encode(c.split())[:-1] for c in CAPTIONS[:1]], np.int32)
-    full = keras.ops.log_softmax(model([features[:1], words], training=False), axis=-1).numpy()[0]
-    steps = DecoderSteps(model)
-    state = steps.initial_state(features[:1])
-    for t, token in enumerate(words[0]):
-        log_probs, state = steps.step(np.array([token]), state)
-        np.testing.assert_allclose(log_probs[0], full[t], atol=1e-5)
+    length = min(len(c.split()) for c in CAPTIONS) + 1
+    words = np.array([vocab.encode(c.split())[:length] for c in CAPTIONS], np.int32)
+    full = keras.ops.log_softmax(model([features, words], training=False), axis=-1).numpy()
+    steps = numpy_steps(model, vocab)
+    state = steps.initial_state(features)
+    for t in range(length):
+        log_probs, state = steps.step(words[:, t], state)
+        np.testing.assert_allclose(log_probs, full[:, t], atol=1e-5)
+
+
+def test_weights_of_the_wrong_shape_are_refused(overfit):
+    model, vocab, _, _ = overfit
+    weights = layer_weights(model)
+    weights["lstm"] = weights["lstm"][:2]
+    with pytest.raises(ValueError, match="layer 'lstm'"):
+        DecoderSteps(weights, {"vocab_size": len(vocab), "architecture": {"units": 32, "embedding_dim": 16},
+                               "encoder": {"feature_dim": 16}})
 
 
 def test_padding_does_not_change_the_loss():

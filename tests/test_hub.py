@@ -16,7 +16,7 @@ import app
 from conftest import ROOT
 from pipeline import Captioner
 from pipeline import hub
-from pipeline.captioner import ARTIFACT_FILES, WEIGHTS_FILE
+from pipeline.artifact import ARTIFACT_FILES, WEIGHTS_FILE
 from pipeline.files import sha256_of
 
 REPO_ID = "tester/flickr8k-captioner"

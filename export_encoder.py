@@ -1,0 +1,59 @@
+"""Export a model folder's image encoder for serving without TensorFlow (OpenVINO IR).
+
+  python export_encoder.py --weights weights
+
+Builds the Keras Xception the decoder was trained on (its fingerprint must match config.json),
+writes encoder.xml and encoder.bin into the folder and records them in config.json. The app,
+caption tools and evaluate.py then use it by default. train.py does this itself at the end of a
+run. Needs requirements-train.txt (TensorFlow, OpenVINO, NNCF).
+
+Defaults are the measured choice (README, "Serving without TensorFlow"): int8 weights (21 MB
+instead of 83) and bfloat16 compute where the CPU has it natively, float32 elsewhere.
+"""
+import argparse
+import logging
+from pathlib import Path
+
+from pipeline.artifact import ArtifactError, read_config, write_config
+from pipeline.encoder import BACKBONE_WEIGHTS_ENV
+from pipeline.openvino_encoder import PRECISIONS, WEIGHT_FORMATS
+
+log = logging.getLogger("export_encoder")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", default="weights", type=Path, help="model folder (default: weights)")
+    p.add_argument("--backbone-weights", help=f"Xception weights: 'imagenet', or a local .weights.h5 file; "
+                   f"default ${BACKBONE_WEIGHTS_ENV}, else imagenet")
+    p.add_argument("--weight-format", choices=WEIGHT_FORMATS, default="float16",
+                   help="how the file stores the weights (default float16)")
+    p.add_argument("--precision", choices=PRECISIONS, default="f32",
+                   help="compute precision (default f32); bf16 runs where the CPU has it natively, else f32")
+    p.add_argument("--float32-blocks", type=int, default=3, metavar="N",
+                   help="with bf16: run the first N residual blocks in float32 (default 3, Xception's entry flow)")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        config = read_config(args.weights)
+    except ArtifactError as error:
+        raise SystemExit(f"error: {error}") from None
+    from pipeline.encoder import ImageEncoder
+    from pipeline.openvino_encoder import export
+
+    encoder = ImageEncoder(args.backbone_weights)
+    if encoder.fingerprint != config["encoder"]["weights_fingerprint"]:
+        raise SystemExit(f"error: the backbone {encoder.weights} (fingerprint {encoder.fingerprint}) is not the one "
+                         f"the decoder in {args.weights} was trained on ({config['encoder']['weights_fingerprint']})")
+    config["encoder"]["exported"] = export(encoder, args.weights, args.weight_format, args.precision,
+                                          args.float32_blocks)
+    write_config(args.weights, config)
+    log.info("exported the encoder into %s: %s", args.weights, config["encoder"]["exported"])
+
+
+if __name__ == "__main__":
+    main()

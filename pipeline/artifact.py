@@ -1,0 +1,190 @@
+"""The model folder: its files, and reading them with NumPy and h5py alone (no TensorFlow).
+
+A folder describes itself: config.json names the decoder's architecture and sizes, the backbone
+the decoder was trained on and, when one was exported, the encoder file that serves it.
+
+  config.json           architecture, vocabulary size, caption length, encoder (see make_config)
+  vocab.json            the word list
+  decoder.weights.h5    the decoder's Keras weights (read here with h5py)
+  encoder.xml, encoder-*.bin   optional: the backbone exported for serving (OpenVINO IR in parts
+                        under 25 MB, see export_encoder.py and pipeline/openvino_encoder.py)
+"""
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .vocab import Vocabulary
+
+FORMAT_VERSION = 1
+CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE = "config.json", "vocab.json", "decoder.weights.h5"
+ARTIFACT_FILES = (CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE)  # what every model folder holds
+ENCODER_PATTERN = "encoder*"  # the exported encoder's files (encoder.xml, encoder-*.bin), when there is one
+
+# Bounds that keep a corrupt or hostile config.json from asking for absurd allocations; the
+# largest real values are far below (Flickr8k: 2,536 words, 31 tokens, 256 units).
+LIMITS = {"vocab_size": (5, 200_000), "max_length": (2, 200), "units": (1, 4096), "embedding_dim": (1, 4096),
+          "feature_dim": (1, 65_536), "image_size": (32, 1024), "float32_blocks": (0, 64)}
+
+
+class ArtifactError(Exception):
+    """A model folder is missing a file, holds a corrupt one, or its pieces disagree."""
+
+
+def read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise ArtifactError(f"missing {path.name} in the model folder {path.parent}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ArtifactError(f"{path} is corrupt: {error}") from None
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{path} is corrupt: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _field(config: dict, path: Path, *keys: str, kind: type = int):
+    """config[keys[0]][keys[1]]..., checked for presence, type and (for sizes) LIMITS."""
+    value = config
+    for depth, key in enumerate(keys):
+        if not isinstance(value, dict) or key not in value:
+            raise ArtifactError(f"{path}: missing the key {'.'.join(keys[:depth + 1])!r}")
+        value = value[key]
+    name = ".".join(keys)
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ArtifactError(f"{path}: {name} must be an integer, got {value!r}")
+    if not isinstance(value, kind):
+        raise ArtifactError(f"{path}: {name} must be a {kind.__name__}, got {value!r}")
+    if keys[-1] in LIMITS:
+        low, high = LIMITS[keys[-1]]
+        if not low <= value <= high:
+            raise ArtifactError(f"{path}: {name}={value} is outside {low}..{high}")
+    return value
+
+
+def read_config(folder: Path) -> dict:
+    """config.json, with every value the code uses checked before anything is built from it."""
+    path = folder / CONFIG_FILE
+    config = read_json(path)
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(f"{path}: format_version {config.get('format_version')!r}, "
+                            f"this code reads {FORMAT_VERSION}")
+    _field(config, path, "vocab_size")
+    _field(config, path, "max_length")
+    _field(config, path, "architecture", "name", kind=str)
+    _field(config, path, "architecture", "units")
+    _field(config, path, "architecture", "embedding_dim")
+    for key in ("backbone", "preprocessing", "weights_fingerprint"):
+        _field(config, path, "encoder", key, kind=str)
+    _field(config, path, "encoder", "feature_dim")
+    _field(config, path, "encoder", "image_size")
+    if "exported" in config["encoder"]:
+        for key in ("runtime", "sha256", "precision"):
+            _field(config, path, "encoder", "exported", key, kind=str)
+        _field(config, path, "encoder", "exported", "weight_files", kind=list)
+        if "float32_blocks" in config["encoder"]["exported"]:
+            _field(config, path, "encoder", "exported", "float32_blocks")
+    return config
+
+
+def read_vocab(folder: Path, config: dict) -> Vocabulary:
+    path = folder / VOCAB_FILE
+    try:
+        vocab = Vocabulary(read_json(path)["tokens"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise ArtifactError(f"{path} is not a vocabulary: {error}") from None
+    if len(vocab) != config["vocab_size"]:
+        raise ArtifactError(f"{folder}: vocab.json holds {len(vocab)} tokens but config.json says "
+                            f"vocab_size={config['vocab_size']}; the files come from different models")
+    return vocab
+
+
+def read_keras_weights(path: Path) -> dict[str, list[np.ndarray]]:
+    """Each layer's weights, by layer name, from a Keras 3 `.weights.h5` file.
+
+    Keras stores a layer's variables under layers/<path>/vars/<i> with the layer's name in the
+    group's attributes, and a recurrent layer's under its cell's vars, in the same order as
+    `layer.weights`.
+    """
+    import h5py
+
+    if not path.is_file():
+        raise ArtifactError(f"missing {path.name} in the model folder {path.parent}")
+    weights = {}
+    try:
+        with h5py.File(path, "r") as f:
+            for layer in f["layers"].values():
+                groups = [layer["vars"]] + ([layer["cell"]["vars"]] if "cell" in layer else [])
+                arrays = [np.asarray(g[str(i)]) for g in groups for i in range(len(g))]
+                if arrays:
+                    weights[layer["vars"].attrs["name"]] = arrays
+    except (OSError, KeyError, ValueError) as error:  # not HDF5, truncated, or not Keras' layout
+        raise ArtifactError(f"{path} is not a Keras weights file: {type(error).__name__}: {error}") from None
+    return weights
+
+
+def file_digest(*paths: Path) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def make_config(vocab_size: int, max_length: int, backbone_fingerprint: str, **extra) -> dict:
+    """config.json of a new model folder: the decoder's architecture and the encoder it reads."""
+    import keras
+    import tensorflow as tf
+
+    from .decoder import ARCHITECTURE
+    from .encoder import BACKBONE, FEATURE_DIM, IMAGE_SIZE, PREPROCESSING
+
+    return {
+        "format_version": FORMAT_VERSION,
+        "architecture": dict(ARCHITECTURE),
+        "vocab_size": vocab_size,
+        "max_length": max_length,
+        "encoder": {"backbone": BACKBONE, "image_size": IMAGE_SIZE, "pooling": "avg",
+                    "feature_dim": FEATURE_DIM, "preprocessing": PREPROCESSING,
+                    "weights_fingerprint": backbone_fingerprint},
+        "versions": {"keras": keras.__version__, "tensorflow": tf.__version__},
+        **extra,
+    }
+
+
+def write_config(folder: Path, config: dict) -> None:
+    """config.json, replaced atomically: a reader sees the old file or the new one, never half."""
+    tmp = Path(folder) / f".{CONFIG_FILE}.tmp"
+    tmp.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(Path(folder) / CONFIG_FILE)
+
+
+def build_keras_decoder(config: dict):
+    from .decoder import build_decoder
+
+    arch = config["architecture"]
+    return build_decoder(config["vocab_size"], arch["units"], arch["embedding_dim"], arch["dropout"],
+                         config["encoder"]["feature_dim"])
+
+
+def save_artifact(folder: str | Path, model, vocab: Vocabulary, config: dict) -> Path:
+    """Write a trained Keras decoder, its vocabulary and config.json to `folder`."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    # an uncompiled copy: a compiled model's weights file also holds the optimizer's state (3x the size)
+    inference = build_keras_decoder(config)
+    inference.set_weights(model.get_weights())
+    inference.save_weights(folder / WEIGHTS_FILE)
+    vocab.save(folder / VOCAB_FILE)
+    write_config(folder, config)
+    return folder
+
+
+def load_keras_decoder(folder: str | Path):
+    """The folder's decoder as a Keras model (training and bench's original loop; serving uses NumPy)."""
+    folder = Path(folder)
+    model = build_keras_decoder(read_config(folder))
+    model.load_weights(folder / WEIGHTS_FILE)
+    return model

@@ -1,0 +1,84 @@
+"""The paired bootstrap (compare.py) and the fluency counts that evaluate.py reports."""
+import csv
+
+import numpy as np
+import pytest
+from pycocoevalcap.cider.cider import Cider
+
+import compare
+from pipeline.metrics import caption_metrics, fluency, paired_bootstrap, python_tokenize
+
+REFERENCES = {f"{i}.jpg": refs for i, refs in enumerate([
+    ["a dog runs through the grass", "a brown dog running on a lawn", "the dog races across a field"],
+    ["two children play on the beach", "kids play in the sand", "two kids build a sandcastle"],
+    ["a man rides a red bike", "a cyclist on a city road", "a man on a bicycle"],
+    ["a girl jumps into a pool", "a child leaps into the water", "a girl dives into a swimming pool"],
+    ["a black dog catches a ball", "a dog jumps for a ball", "a black dog plays with a ball"],
+    ["people walk down a busy street", "a crowd on a city street", "pedestrians walk in the city"],
+])}
+GOOD = {"0.jpg": "a dog runs through the grass", "1.jpg": "two kids play in the sand",
+        "2.jpg": "a man rides a bike", "3.jpg": "a girl jumps into a pool",
+        "4.jpg": "a black dog catches a ball", "5.jpg": "people walk down a street"}
+POOR = dict(GOOD, **{"0.jpg": "a man sits on a bench", "3.jpg": "a car on a road"})
+
+
+def test_the_same_captions_differ_by_nothing():
+    report = paired_bootstrap(REFERENCES, GOOD, dict(GOOD), resamples=200, use_java=False)
+    for metric in ("bleu_4", "cider"):
+        assert report[f"{metric}_difference"] == 0
+        assert report[f"{metric}_difference_ci95_low"] == report[f"{metric}_difference_ci95_high"] == 0
+    assert report["identical_captions"] == 1
+
+
+def test_differences_match_the_corpus_scores_of_each_side():
+    report = paired_bootstrap(REFERENCES, POOR, GOOD, resamples=500, use_java=False)
+    good, poor = (caption_metrics(REFERENCES, p, use_java=False, resamples=10) for p in (GOOD, POOR))
+    assert report["bleu_4_baseline"] == pytest.approx(poor["bleu_4"])
+    assert report["bleu_4_candidate"] == pytest.approx(good["bleu_4"])
+    assert report["cider_difference"] == pytest.approx(good["cider"] - poor["cider"])
+    assert report["identical_captions"] == round(4 / 6, 4)
+    # the better side is better on every image it changed, so no resample shows it worse
+    assert 0 <= report["cider_difference_ci95_low"] < report["cider_difference"] < report["cider_difference_ci95_high"]
+
+
+def test_resamples_pair_the_images():
+    """Each resample draws the same images for both sides: the interval is that of the per-image
+    differences, far narrower than two independent intervals would give."""
+    report = paired_bootstrap(REFERENCES, POOR, GOOD, resamples=2000, seed=1, use_java=False)
+    refs, keys = python_tokenize(REFERENCES), sorted(REFERENCES)
+    scores = {name: np.asarray(Cider().compute_score({k: refs[k] for k in keys},
+                                                     python_tokenize({k: [p[k]] for k in keys}))[1])
+              for name, p in (("good", GOOD), ("poor", POOR))}
+    weights = np.random.default_rng(1).multinomial(6, np.full(6, 1 / 6), size=2000)
+    expected = np.percentile(weights @ (scores["good"] - scores["poor"]) / 6, [2.5, 97.5])
+    np.testing.assert_allclose([report["cider_difference_ci95_low"], report["cider_difference_ci95_high"]], expected)
+
+
+def test_fluency_counts():
+    counts = fluency({"a": "a dog dog runs", "b": "a man and a man sit", "c": "a girl jumps into the",
+                      "d": "", "e": "a dog runs on the grass"})
+    assert counts == {"empty_captions": 1, "repeated_word_captions": 1, "function_word_endings": 1,
+                      "repeated_phrase_share": 0.2}
+
+
+def write_csv(path, captions):
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", "caption", "reference_1", "reference_2", "reference_3"])
+        for name, caption in captions.items():
+            writer.writerow([name, caption, *REFERENCES[name]])
+    return path
+
+
+def test_compare_reads_evaluate_csvs(tmp_path, capsys):
+    report = compare.main([str(write_csv(tmp_path / "a.csv", POOR)), str(write_csv(tmp_path / "b.csv", GOOD)),
+                           "--resamples", "100", "--json", str(tmp_path / "c.json")])
+    assert report["cider_difference"] > 0 and (tmp_path / "c.json").is_file()
+    assert report["baseline_repeated_word_captions"] == 0 and "candidate_empty_captions" in report
+
+
+def test_compare_refuses_different_images(tmp_path):
+    other = dict(GOOD)
+    other.pop("0.jpg")
+    with pytest.raises(SystemExit, match="caption different images"):
+        compare.main([str(write_csv(tmp_path / "a.csv", GOOD)), str(write_csv(tmp_path / "b.csv", other))])
