@@ -3,6 +3,8 @@ import itertools
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.beam_search import beam_search
 
@@ -97,3 +99,72 @@ def test_a_caption_always_has_a_word_even_when_the_model_would_end_at_once():
         hyps = beam_search(ends_at_once, (np.zeros(2),), 2, START, END, beam_size, max_length=5,
                            n_best=beam_size, banned_ids=(PAD, START))
         assert all(h.tokens[0] in WORDS and h.tokens[1:] == (END,) for found in hyps for h in found)
+
+
+def reference_beam_search(seed: int, beam_size: int, max_length: int, n_best: int, end_bias: float,
+                          min_length: int = 1):
+    """The same search written plainly, one input, lists and sorting: each step ranks every
+    extension of the live beams; those that end are finished captions, the best `beam_size` that
+    do not end are the next beams; it stops once n_best finished ones beat every live beam."""
+    beams, finished = [((), seed, START, 0.0)], []  # (words, code, last token, log-probability)
+    for length in range(1, max_length + 1):
+        extensions = []
+        for words, code, last, score in beams:
+            code = code * 7 + last + 1
+            log_probs = biased_log_probs(code, end_bias)
+            for token in WORDS + (END,):
+                if token != END or length > min_length:
+                    extensions.append((score + log_probs[token], words + (token,), code, token))
+        extensions.sort(key=lambda e: -e[0])
+        beams = []
+        for score, words, code, token in extensions:
+            if len(beams) == beam_size:
+                break
+            if token == END:
+                finished.append((words, score))
+            else:
+                beams.append((words, code, token, score))
+        finished.sort(key=lambda f: -f[1])
+        if len(finished) >= n_best and finished[n_best - 1][1] >= max((b[3] for b in beams), default=-np.inf):
+            return finished[:n_best]
+    return sorted(finished + [(words, score) for words, _, _, score in beams], key=lambda f: -f[1])[:n_best]
+
+
+def biased_log_probs(code: int, end_bias: float) -> np.ndarray:
+    logits = np.random.default_rng(code).normal(scale=2.0, size=VOCAB)
+    logits[END] += end_bias  # how soon captions tend to end
+    return logits - np.log(np.exp(logits).sum())
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)  # the same cases every run
+@given(seed=st.integers(0, 2**20), beam_size=st.integers(1, 5), n_best_share=st.floats(0, 1),
+       max_length=st.integers(1, 6), end_bias=st.floats(-2, 4), min_length=st.integers(0, 1))
+def test_n_best_lists_match_a_plain_reference(seed, beam_size, n_best_share, max_length, end_bias, min_length):
+    """The batched search against the plain one on random models, every n-best list whole: a
+    narrower candidate list, or finished captions taking live beams' places, shows here."""
+    n_best = 1 + round(n_best_share * (beam_size - 1))
+    min_length = min(min_length, max_length)
+    found = search_biased(seed, beam_size, max_length, n_best, end_bias, min_length)
+    expected = reference_beam_search(seed, beam_size, max_length, n_best, end_bias, min_length)
+    assert [h.tokens for h in found] == [words for words, _ in expected]
+    np.testing.assert_allclose([h.log_prob for h in found], [score for _, score in expected], rtol=1e-9)
+
+
+@pytest.mark.parametrize("beam_size", [3, 5])
+def test_n_best_lists_match_the_reference_where_captions_end_early(beam_size):
+    """Fixed cases where captions tend to end within a few words: finished captions then often rank
+    among the best extensions, the case a narrower candidate list gets wrong."""
+    for seed in range(60):
+        found = search_biased(seed, beam_size, max_length=5, n_best=beam_size, end_bias=1.5)
+        expected = reference_beam_search(seed, beam_size, 5, beam_size, 1.5)
+        assert [h.tokens for h in found] == [words for words, _ in expected], f"seed {seed}"
+
+
+def search_biased(seed, beam_size, max_length, n_best, end_bias, min_length=1):
+    def step(tokens, state):
+        (codes,) = state
+        codes = codes * 7 + tokens + 1
+        return np.stack([biased_log_probs(int(c), end_bias) for c in codes]), (codes,)
+
+    return beam_search(step, (np.array([seed], np.int64),), 1, START, END, beam_size, max_length, n_best,
+                       banned_ids=(PAD, START), min_length=min_length)[0]

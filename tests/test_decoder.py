@@ -83,3 +83,24 @@ def test_caption_sequences_frame_and_pad():
     assert sequences[0].tolist()[:6] == vocab.encode(["a", "dog", "turns", "left"]) and sequences[0][-1] == vocab.pad_id
     assert vocab.decode(sequences[1][1:]) == "the dog is on the"  # cut at max_words, still ended
     assert sequences[1][-1] == vocab.end_id
+
+
+def test_captions_never_hold_padding_start_or_unknown_words():
+    """captioner.decode bans them from the search itself: Vocabulary.decode would only hide them,
+    leaving captions with holes (here: an empty one)."""
+    from pipeline.captioner import decode
+    vocab = Vocabulary.build([["dog", "runs"]], min_count=1)
+
+    class FavoursSpecialTokens:
+        def initial_state(self, features):
+            return (np.zeros(len(features)),)
+
+        def step(self, tokens, state):
+            log_probs = np.full((len(tokens), len(vocab)), -10.0)
+            log_probs[:, [vocab.pad_id, vocab.start_id, vocab.unk_id]] = 0.0
+            log_probs[:, vocab.index["dog"]], log_probs[:, vocab.end_id] = -5.0, -6.0
+            return log_probs, state
+
+    captions = decode(FavoursSpecialTokens(), vocab, np.zeros((2, 4)), beam_size=3, max_length=4, n_best=3)
+    assert [c.text for c in captions[0]] == ["dog", "dog dog", "dog dog dog dog"]  # the last cut at 4 words
+    assert captions[0][0].log_prob == pytest.approx(-11.0)

@@ -79,6 +79,22 @@ def test_bootstrap_intervals_are_seeded_and_bracket_the_corpus_value():
     assert same["bleu_4_ci95_low"] == pytest.approx(corpus_bleu(stats[0])[3]) == same["bleu_4_ci95_high"]
 
 
+def test_bootstrap_intervals_are_the_central_95_percent_of_seeded_resamples():
+    """Against the same resampling done by hand: a 50% or min-max interval, another percentile
+    method, or a generator that ignores the seed gives other numbers."""
+    rng = np.random.default_rng(0)
+    cider = rng.gamma(2.0, 0.25, size=40)
+    stats = np.column_stack([rng.integers(8, 14, 40), rng.integers(8, 14, 40), *(rng.integers(6, 12, (4, 40))),
+                             *(rng.integers(0, 6, (4, 40)))]).astype(float)
+    found = bootstrap_intervals(stats, cider, resamples=300, seed=7)
+    weights = np.random.default_rng(7).multinomial(40, np.full(40, 1 / 40), size=300)
+    np.testing.assert_allclose([found["cider_ci95_low"], found["cider_ci95_high"]],
+                               np.percentile(weights @ cider / 40, [2.5, 97.5]))
+    np.testing.assert_allclose([found["bleu_4_ci95_low"], found["bleu_4_ci95_high"]],
+                               np.percentile(corpus_bleu(weights @ stats)[:, 3], [2.5, 97.5]))
+    assert found != bootstrap_intervals(stats, cider, resamples=300, seed=8)
+
+
 def test_diversity_counts_distinct_captions_and_words():
     scores = caption_metrics(REFERENCES, {"dog.jpg": "a dog runs", "beach.jpg": "a dog runs", "bike.jpg": "a man"},
                              use_java=False)
