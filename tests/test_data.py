@@ -42,8 +42,43 @@ def test_kaggle_layout_makes_deterministic_split(tmp_path, caplog):
 ])
 def test_clear_errors_name_the_path(original_layout, breakage, message):
     breakage(original_layout)
-    with pytest.raises(DatasetError, match=message):
+    with pytest.raises(DatasetError, match=message) as error:
         load_flickr8k(original_layout)
+    assert str(original_layout) in str(error.value)
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_name(original_layout):
+    token_file = original_layout / "Flickr8k_text" / "Flickr8k.token.txt"
+    token_file.write_bytes(b"\xef\xbb\xbf" + token_file.read_bytes())
+    assert len(load_flickr8k(original_layout).captions["img0.jpg"]) == 5
+
+
+def test_listed_images_without_captions_are_left_out_of_the_split(original_layout, caplog):
+    token_file = original_layout / "Flickr8k_text" / "Flickr8k.token.txt"
+    token_file.write_text("".join(line + "\n" for line in token_file.read_text().splitlines()
+                                  if not line.startswith("img1.jpg")))
+    with caplog.at_level(logging.WARNING):
+        data = load_flickr8k(original_layout)
+    assert data.split("train") == ["img0.jpg", "img2.jpg", "img3.jpg"]
+    assert "Flickr_8k.trainImages.txt: 1 image(s) without captions" in caplog.text
+
+
+def test_kaggle_captions_need_their_header(tmp_path):
+    (tmp_path / "Images").mkdir()
+    write_image(tmp_path / "Images" / "k.jpg", 0, (8, 8))
+    (tmp_path / "captions.txt").write_text("k.jpg,A cat .\n")
+    with pytest.raises(DatasetError, match="captions.txt: expected the header 'image,caption'"):
+        load_flickr8k(tmp_path)
+
+
+def test_full_size_kaggle_flickr8k_splits_like_the_original(tmp_path):
+    (tmp_path / "Images").mkdir()
+    names = [f"{i:05d}.jpg" for i in range(8091)]
+    for name in names:
+        (tmp_path / "Images" / name).touch()  # the loader only needs the files to exist
+    (tmp_path / "captions.txt").write_text("image,caption\n" + "".join(f"{n},A photo .\n" for n in names))
+    data = load_flickr8k(tmp_path)
+    assert {k: len(v) for k, v in data.splits.items()} == {"train": 6091, "dev": 1000, "test": 1000}
 
 
 def test_wrong_folder(tmp_path):

@@ -104,3 +104,24 @@ def test_captions_never_hold_padding_start_or_unknown_words():
     captions = decode(FavoursSpecialTokens(), vocab, np.zeros((2, 4)), beam_size=3, max_length=4, n_best=3)
     assert [c.text for c in captions[0]] == ["dog", "dog dog", "dog dog dog dog"]  # the last cut at 4 words
     assert captions[0][0].log_prob == pytest.approx(-11.0)
+
+
+def test_dev_cider_scores_the_models_own_captions(overfit):
+    """The score that picks the kept model: the overfit decoder writes exactly CAPTIONS, so its dev
+    CIDEr-D is pycocoevalcap's for those captions against these references, and not another's."""
+    from pycocoevalcap.cider.cider import Cider
+
+    from pipeline.metrics import python_tokenize
+    from pipeline.training import DevCider
+    model, vocab, features, _ = overfit
+    references = [[c, c.replace("a ", "the ")] for c in CAPTIONS]
+    config = {"vocab_size": len(vocab), "max_length": 10, "architecture": {"units": 32, "embedding_dim": 16},
+              "encoder": {"feature_dim": 16}}
+    callback = DevCider(features, references, vocab, config)
+    callback.set_model(model)
+    logs = {}
+    callback.on_epoch_end(0, logs)
+    refs = python_tokenize(dict(enumerate(references)))
+    expected = Cider().compute_score(refs, python_tokenize({i: [c] for i, c in enumerate(CAPTIONS)}))[0]
+    shuffled = Cider().compute_score(refs, python_tokenize({i: [c] for i, c in enumerate(CAPTIONS[1:] + CAPTIONS[:1])}))[0]
+    assert logs["val_cider"] == pytest.approx(expected) and expected > shuffled

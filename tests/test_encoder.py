@@ -136,6 +136,34 @@ def test_cache_key_follows_the_weight_values(random_encoder, image_dir, tmp_path
     layer.set_weights([w + 0.01 for w in layer.get_weights()])
     from_file.model.save_weights(tmp_path / "changed.weights.h5")
     assert ImageEncoder(str(tmp_path / "changed.weights.h5")).cache_key() != random_encoder.cache_key()
+    # the last layer's batch-norm statistics: not the first weight, and not trainable
+    statistics = ImageEncoder(str(same))
+    norm = statistics.model.get_layer("block14_sepconv2_bn")
+    gamma, beta, mean, variance = norm.get_weights()
+    norm.set_weights([gamma, beta, mean, variance * 1.01])
+    statistics.model.save_weights(tmp_path / "statistics.weights.h5")
+    assert ImageEncoder(str(tmp_path / "statistics.weights.h5")).cache_key() != random_encoder.cache_key()
+
+
+def test_a_crash_while_a_part_is_written_leaves_no_part(tmp_path, monkeypatch, caplog):
+    """Killed half-way through writing: the next run finds no part, not a truncated one, and
+    nothing to warn about."""
+    from pipeline import feature_cache
+    real_savez = np.savez
+
+    def killed_half_way(file, **arrays):
+        real_savez(file, **arrays)
+        with open(file, "r+b") as f:  # a truncated file, as a kill mid-write leaves
+            f.truncate(100)
+        raise KeyboardInterrupt("killed while writing")
+
+    monkeypatch.setattr(feature_cache.np, "savez", killed_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        FeatureCache(tmp_path, "k").add(["a"], np.ones((1, 4), np.float32))
+    monkeypatch.setattr(feature_cache.np, "savez", real_savez)
+    with caplog.at_level("WARNING"):
+        assert FeatureCache(tmp_path, "k").features == {}
+    assert not list((tmp_path / "features" / "k").glob("part-*.npz")) and "unreadable" not in caplog.text
 
 
 def _saved(image, fmt="PNG", **kw):

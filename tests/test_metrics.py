@@ -1,4 +1,6 @@
 """Caption metrics on hand-checked cases: per-image references, bootstrap, METEOR without Java, BERTScore offline."""
+from pathlib import Path
+
 import huggingface_hub.constants
 import numpy as np
 import pytest
@@ -147,6 +149,42 @@ def test_bertscore_offline_takes_the_best_matching_reference(offline_hub):
     assert 0 < scores["bertscore_baseline_f1"] < 0.95
     assert "random pairs of references" in scores["bertscore_baseline"]
     assert (scores["bertscore_model"], scores["bertscore_layers"]) == ("all-MiniLM-L6-v2", MINILM_LAYERS)
+
+
+def test_the_local_baseline_is_the_mean_f1_of_cleaned_unrelated_reference_pairs(offline_hub):
+    """Recomputed by hand from the same pairs: F1 (not precision), of references in the captions' form."""
+    from pipeline.vocab import clean_caption
+    scorer = load_scorer(MINILM, MINILM_LAYERS)
+    scores = bertscore(scorer, REFERENCES, PREDICTIONS, "all-MiniLM-L6-v2", seed=3)
+    cleaned = {name: [" ".join(clean_caption(r)) for r in refs] for name, refs in REFERENCES.items()}
+    firsts, seconds = unrelated_pairs({n: cleaned[n] for n in PREDICTIONS}, 1000, 3)
+    f1 = scorer.score(firsts, [[s] for s in seconds])[2]
+    assert scores["bertscore_baseline_f1"] == pytest.approx(float(f1.mean()), abs=1e-6)
+    assert scores["bertscore_f1_rescaled"] == pytest.approx(rescale(scores["bertscore_f1"], float(f1.mean())))
+
+
+def test_a_hub_model_is_rescaled_with_bert_scores_published_baseline():
+    """evaluate.py's default (roberta-large from the Hub) with a stand-in scorer: the baseline is the
+    F1 column of bert-score's own file for that model, and no reference pairs are scored."""
+    import bert_score
+    import torch
+    baseline_file = Path(bert_score.__file__).parent / "rescale_baseline" / "en" / "roberta-large.tsv"
+    published = np.loadtxt(baseline_file, delimiter=",", skiprows=1)[17, 1:]  # layer 17: P, R, F
+    calls = []
+
+    class StandIn:
+        model_type, num_layers, baseline_path = "roberta-large", 17, str(baseline_file)
+        baseline_vals = torch.tensor(published)
+
+        def score(self, cands, refs, batch_size):
+            calls.append(len(cands))
+            return (torch.full((len(cands),), 0.95),) * 3
+
+    scores = bertscore(StandIn(), REFERENCES, PREDICTIONS, "roberta-large")
+    assert calls == [len(PREDICTIONS)]
+    assert scores["bertscore_baseline_f1"] == pytest.approx(published[2])
+    assert "published baseline" in scores["bertscore_baseline"]
+    assert scores["bertscore_f1_rescaled"] == pytest.approx((0.95 - published[2]) / (1 - published[2]))
 
 
 @pytest.mark.filterwarnings("ignore:The given NumPy array is not writable")  # bert-score reading its baseline file
