@@ -1,6 +1,8 @@
 import logging
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pipeline.data import DatasetError, load_flickr8k
 from conftest import SHARED_FLICKR8K, needs_shared, write_image
@@ -93,3 +95,54 @@ def test_real_flickr8k_splits():
     data = load_flickr8k(SHARED_FLICKR8K)
     assert {k: len(v) for k, v in data.splits.items()} == {"train": 6000, "dev": 1000, "test": 1000}
     assert all(len(data.captions[n]) == 5 for n in data.split("test"))
+
+
+# --- both layouts on generated files ------------------------------------------------------------
+
+CAPTION = st.text(alphabet=st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), min_size=1,
+                  max_size=40).map(str.strip).filter(bool)
+DATASET = st.dictionaries(st.from_regex(r"[a-z0-9_]{1,12}\.jpg", fullmatch=True),
+                          st.lists(CAPTION, min_size=1, max_size=5), min_size=3, max_size=12)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(dataset=DATASET, crlf=st.booleans())
+def test_the_original_layout_reads_back_what_was_written(dataset, crlf, tmp_path_factory):
+    root = tmp_path_factory.mktemp("original")
+    (root / "Flickr8k_text").mkdir()
+    (root / "Flicker8k_Dataset").mkdir()
+    names = sorted(dataset)
+    for name in names:
+        (root / "Flicker8k_Dataset" / name).touch()
+    newline = "\r\n" if crlf else "\n"
+    (root / "Flickr8k_text" / "Flickr8k.token.txt").write_text(
+        "".join(f"{name}#{k}\t{caption}{newline}" for name in names for k, caption in enumerate(dataset[name])),
+        encoding="utf-8", newline="")
+    splits = {"train": names[:-2], "dev": names[-2:-1], "test": names[-1:]}
+    for split, listed in splits.items():
+        (root / "Flickr8k_text" / f"Flickr_8k.{split}Images.txt").write_text(newline.join(listed) + newline,
+                                                                             encoding="utf-8", newline="")
+    data = load_flickr8k(root)
+    assert data.captions == dataset and data.splits == splits
+
+
+@settings(max_examples=40, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(dataset=DATASET)
+def test_the_kaggle_layout_reads_back_what_was_written(dataset, tmp_path_factory):
+    """Captions with commas, quotes and any other character come back as written."""
+    import csv
+    import io
+    root = tmp_path_factory.mktemp("kaggle")
+    (root / "Images").mkdir()
+    for name in dataset:
+        (root / "Images" / name).touch()
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["image", "caption"])
+    writer.writerows((name, caption) for name, captions in dataset.items() for caption in captions)
+    (root / "captions.txt").write_text(text.getvalue(), encoding="utf-8")
+    data = load_flickr8k(root)
+    assert data.captions == dataset
+    assert sorted(sum(data.splits.values(), [])) == sorted(dataset)

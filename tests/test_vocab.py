@@ -1,6 +1,10 @@
-import pytest
+import re
 
-from pipeline.vocab import Vocabulary, clean_caption
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.vocab import STOP_WORDS, Vocabulary, clean_caption
 
 
 def test_cleaning_keeps_function_words_and_drops_digits_and_punctuation():
@@ -30,3 +34,32 @@ def test_vocabulary_rejects_malformed_token_lists():
         Vocabulary(["a", "b"])
     with pytest.raises(ValueError):
         Vocabulary(["<pad>", "<start>", "<end>", "<unk>", "a", "a"])
+
+
+# --- properties over generated input ------------------------------------------------------------
+
+WORD = st.from_regex(r"[a-z]{1,8}(-[a-z]{1,5})?", fullmatch=True)
+
+
+CAPTION_LIKE = st.one_of(st.text(max_size=80), st.text(alphabet="abcXYZ029-'.,!?& \t", max_size=60))
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(CAPTION_LIKE)
+def test_cleaning_gives_lowercase_words_and_is_idempotent(caption):
+    words = clean_caption(caption)
+    assert all(re.fullmatch(r"[a-z]+(-[a-z]+)*", w) for w in words)
+    assert clean_caption(" ".join(words)) == words
+    assert set(clean_caption(caption, remove_stop_words=True)) == set(words) - STOP_WORDS
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(known=st.lists(WORD, min_size=1, max_size=12, unique=True), caption=st.lists(WORD, max_size=15))
+def test_vocabulary_round_trips_known_words_and_drops_unknown_ones(known, caption, tmp_path_factory):
+    vocab = Vocabulary.build([known], min_count=1)
+    ids = vocab.encode(caption)
+    assert ids[0] == vocab.start_id and ids[-1] == vocab.end_id and len(ids) == len(caption) + 2
+    assert vocab.decode(ids[1:]) == " ".join(w for w in caption if w in known)
+    path = tmp_path_factory.mktemp("vocab") / "vocab.json"
+    vocab.save(path)
+    assert Vocabulary.load(path).tokens == vocab.tokens
