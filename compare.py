@@ -12,6 +12,7 @@ import csv
 import json
 from pathlib import Path
 
+from pipeline.files import write_text_atomically
 from pipeline.metrics import fluency, paired_bootstrap
 
 
@@ -45,7 +46,7 @@ def main(argv=None):
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:
-        Path(args.json).write_text(text + "\n", encoding="utf-8")
+        write_text_atomically(args.json, text + "\n")
     return report
 
 

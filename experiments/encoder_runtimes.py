@@ -80,17 +80,10 @@ def installed_mb(distributions) -> float:
 
 def export_all(encoder, folder: Path) -> dict:
     """The Keras encoder in each runtime's format; returns runtime -> model path."""
-    import keras
     import openvino as ov
     import tensorflow as tf
 
-    from pipeline.encoder import IMAGE_SIZE
-    model, preprocess = encoder.model, keras.applications.xception.preprocess_input
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint("serve", lambda pixels: model(preprocess(tf.cast(pixels, tf.float32)), training=False),
-                         input_signature=[tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 3], tf.uint8, name="pixels")])
-    archive.write_out(str(folder / "saved_model"), verbose=False)
+    encoder.export_saved_model(folder / "saved_model")
     ov.save_model(ov.convert_model(str(folder / "saved_model")), str(folder / "encoder.xml"), compress_to_fp16=False)
     subprocess.run([sys.executable, "-m", "tf2onnx.convert", "--saved-model", str(folder / "saved_model"),
                     "--signature_def", "serve", "--opset", "17", "--output", str(folder / "encoder.onnx")],

@@ -73,16 +73,9 @@ def tflite_export(encoder, kind: str) -> bytes:
     """
     import tempfile
 
-    import keras
     import tensorflow as tf
-    from pipeline.encoder import IMAGE_SIZE
-    model, preprocess = encoder.model, keras.applications.xception.preprocess_input
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint("serve", lambda pixels: model(preprocess(tf.cast(pixels, tf.float32)), training=False),
-                         input_signature=[tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 3], tf.uint8)])
     with tempfile.TemporaryDirectory() as folder:
-        archive.write_out(folder, verbose=False)
+        encoder.export_saved_model(folder)
         converter = tf.lite.TFLiteConverter.from_saved_model(folder)
         if kind in ("float16", "int8-dynamic"):
             converter.optimizations = [tf.lite.Optimize.DEFAULT]  # alone: int8 weights, dynamic-range activations

@@ -9,12 +9,12 @@ the decoder was trained on and, when one was exported, the encoder file that ser
   encoder.xml, encoder-*.bin   optional: the backbone exported for serving (OpenVINO IR in parts
                         under 25 MB, see export_encoder.py and pipeline/openvino_encoder.py)
 """
-import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 
+from .files import write_text_atomically
 from .vocab import Vocabulary
 
 FORMAT_VERSION = 1
@@ -75,6 +75,7 @@ def read_config(folder: Path) -> dict:
     _field(config, path, "architecture", "name", kind=str)
     _field(config, path, "architecture", "units")
     _field(config, path, "architecture", "embedding_dim")
+    _field(config, path, "architecture", "dropout", kind=float)
     for key in ("backbone", "preprocessing", "weights_fingerprint"):
         _field(config, path, "encoder", key, kind=str)
     _field(config, path, "encoder", "feature_dim")
@@ -124,15 +125,6 @@ def read_keras_weights(path: Path) -> dict[str, list[np.ndarray]]:
     return weights
 
 
-def file_digest(*paths: Path) -> str:
-    digest = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
 def make_config(vocab_size: int, max_length: int, backbone_fingerprint: str, **extra) -> dict:
     """config.json of a new model folder: the decoder's architecture and the encoder it reads."""
     import keras
@@ -156,9 +148,7 @@ def make_config(vocab_size: int, max_length: int, backbone_fingerprint: str, **e
 
 def write_config(folder: Path, config: dict) -> None:
     """config.json, replaced atomically: a reader sees the old file or the new one, never half."""
-    tmp = Path(folder) / f".{CONFIG_FILE}.tmp"
-    tmp.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(Path(folder) / CONFIG_FILE)
+    write_text_atomically(Path(folder) / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
 
 
 def build_keras_decoder(config: dict):

@@ -86,18 +86,25 @@ class ImageEncoder(PixelEncoder):
         self.model = keras.applications.Xception(
             include_top=False, pooling="avg", input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3),
             weights=None if self.weights == "none" else self.weights)
-        preprocess = keras.applications.xception.preprocess_input
-        model = self.model
-
-        # Eager Keras calls cost about twice the graph's time on CPU; the fixed signature traces once.
-        @tf.function(input_signature=[tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 3], tf.uint8)])
-        def encode(pixels):
-            return model(preprocess(tf.cast(pixels, tf.float32)), training=False)
-
-        self._encode = encode.get_concrete_function()  # called directly: no argument binding per call
+        preprocess, model = keras.applications.xception.preprocess_input, self.model
+        self._forward = lambda pixels: model(preprocess(tf.cast(pixels, tf.float32)), training=False)
+        self._signature = [tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 3], tf.uint8, name="pixels")]
+        # Eager Keras calls cost about twice the graph's time on CPU; the fixed signature traces once,
+        # and the concrete function is called directly: no argument binding per call.
+        self._encode = tf.function(self._forward, input_signature=self._signature).get_concrete_function()
 
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
         return self._encode(pixels).numpy()
+
+    def export_saved_model(self, path: str | Path) -> None:
+        """This encoder as a TensorFlow SavedModel, preprocessing included (uint8 pixels in, features
+        out): what the serving runtimes convert. Keras 3 reaches them through a SavedModel."""
+        import keras
+
+        archive = keras.export.ExportArchive()
+        archive.track(self.model)
+        archive.add_endpoint("serve", self._forward, input_signature=self._signature)
+        archive.write_out(str(path), verbose=False)
 
     @functools.cached_property
     def fingerprint(self) -> str:

@@ -30,6 +30,10 @@ def write_text_atomically(path: str | Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def sha256_of(path: str | Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+def sha256_of(*paths: str | Path) -> str:
+    """The SHA-256 of the files' bytes, one after the other."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            hashlib.file_digest(f, lambda: digest)
+    return digest.hexdigest()

@@ -19,14 +19,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifact import ArtifactError, file_digest
-from .encoder import IMAGE_SIZE, PixelEncoder, cache_key
+from .artifact import ArtifactError
+from .encoder import PixelEncoder, cache_key
+from .files import sha256_of
 
 log = logging.getLogger(__name__)
 
 RUNTIME = "openvino"
 PRECISIONS = ("bf16", "f32")  # OpenVINO's inference precision hints that this encoder accepts
 WEIGHT_FORMATS = ("float16", "float32", "int8")
+# The measured choice (README, "Serving without TensorFlow"): the same captions as Keras float32
+DEFAULT_WEIGHTS, DEFAULT_PRECISION = "float16", "f32"
+ENTRY_FLOW_BLOCKS = 3  # Xception's first residual blocks, kept in float32 by the bfloat16 option
 SHARD_BYTES = 20 * 2**20  # encoder.bin is stored in parts below the Hub's and git hosts' large-file limits
 GRAPH_FILE = "encoder.xml"
 
@@ -37,7 +41,7 @@ def cpu_computes_bf16() -> bool:
 
 
 class OpenVINOEncoder(PixelEncoder):
-    """Features from an exported encoder folder (encoder.xml + encoder.bin).
+    """Features from a model folder's exported encoder (encoder.xml and its weights' parts).
 
     `exported`: the folder config's encoder.exported entry (what export() returned); the files
     must hash to its sha256, so a swapped or truncated file is refused, not silently served.
@@ -52,7 +56,7 @@ class OpenVINOEncoder(PixelEncoder):
         if missing:
             raise ArtifactError(f"{folder}: config.json names an exported encoder but {', '.join(missing)} "
                                 "is missing")
-        if file_digest(*paths) != exported["sha256"]:
+        if sha256_of(*paths) != exported["sha256"]:
             raise ArtifactError(f"{folder}: {', '.join(p.name for p in paths)} do not match the sha256 in "
                                 "config.json (corrupt, or from another export)")
         if exported["precision"] not in PRECISIONS:
@@ -118,11 +122,11 @@ def split_after_block(head, tail, blocks: int):
 
 def exported_files(exported: dict) -> list[str]:
     """The exported encoder's files: the graph, then the weights' parts in order."""
-    return [GRAPH_FILE, *exported.get("weight_files", [])]
+    return [GRAPH_FILE, *exported["weight_files"]]
 
 
-def export(keras_encoder, folder: str | Path, weights: str = "float16", precision: str = "f32",
-           float32_blocks: int = 3) -> dict:
+def export(keras_encoder, folder: str | Path, weights: str = DEFAULT_WEIGHTS, precision: str = DEFAULT_PRECISION,
+           float32_blocks: int = ENTRY_FLOW_BLOCKS) -> dict:
     """Write `keras_encoder` (an encoder.ImageEncoder) to folder/encoder.xml and encoder-*.bin.
 
     `precision` bf16 runs the network in bfloat16 where the CPU computes it natively, except its first
@@ -130,21 +134,14 @@ def export(keras_encoder, folder: str | Path, weights: str = "float16", precisio
     Returns the entry for config.json's encoder.exported. Each file is written in a temporary
     folder beside it and moved in whole; the sha256 that config.json then records ties them together.
     """
-    import keras
     import nncf
     import openvino as ov
-    import tensorflow as tf
 
     if weights not in WEIGHT_FORMATS or precision not in PRECISIONS:
         raise ValueError(f"weights must be one of {WEIGHT_FORMATS} and precision one of {PRECISIONS}")
     folder = Path(folder)
-    model, preprocess = keras_encoder.model, keras.applications.xception.preprocess_input
-    archive = keras.export.ExportArchive()  # Keras 3 reaches OpenVINO through a SavedModel
-    archive.track(model)
-    archive.add_endpoint("serve", lambda pixels: model(preprocess(tf.cast(pixels, tf.float32)), training=False),
-                         input_signature=[tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 3], tf.uint8, name="pixels")])
     with tempfile.TemporaryDirectory(dir=folder, prefix=".export-") as tmp:
-        archive.write_out(f"{tmp}/saved_model", verbose=False)
+        keras_encoder.export_saved_model(f"{tmp}/saved_model")
         converted = ov.convert_model(f"{tmp}/saved_model")
         if weights == "int8":
             converted = nncf.compress_weights(converted, mode=nncf.CompressWeightsMode.INT8_ASYM)
@@ -160,5 +157,5 @@ def export(keras_encoder, folder: str | Path, weights: str = "float16", precisio
             shutil.move(f"{tmp}/{name}", folder / name)
     return {"runtime": RUNTIME, "weights": weights, "precision": precision,
             "float32_blocks": float32_blocks if precision == "bf16" else 0, "weight_files": weight_files,
-            "sha256": file_digest(*(folder / name for name in (GRAPH_FILE, *weight_files))),
+            "sha256": sha256_of(*(folder / name for name in (GRAPH_FILE, *weight_files))),
             "openvino": ov.get_version().split("-")[0], "nncf": nncf.__version__}

@@ -94,6 +94,7 @@ def edit_config(folder, change):
 @pytest.mark.parametrize("change, message", [
     (lambda c: c.pop("vocab_size"), "missing the key 'vocab_size'"),
     (lambda c: c["architecture"].pop("units"), "missing the key 'architecture.units'"),
+    (lambda c: c["architecture"].pop("dropout"), "missing the key 'architecture.dropout'"),
     (lambda c: c["encoder"].pop("weights_fingerprint"), "missing the key 'encoder.weights_fingerprint'"),
     (lambda c: c.update(max_length=10**9), "max_length=1000000000 is outside 2..200"),
     (lambda c: c["architecture"].update(units=10**7), "architecture.units=10000000 is outside"),
