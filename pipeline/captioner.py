@@ -12,10 +12,10 @@ import numpy as np
 import threadpoolctl
 
 from .artifact import WEIGHTS_FILE, ArtifactError, read_config, read_keras_weights, read_vocab
-from .beam_search import beam_search
+from .beam_search import FluencyRules, beam_search
 from .decoder import DecoderSteps
 from .encoder import BACKBONE, PixelEncoder
-from .vocab import Vocabulary
+from .vocab import FUNCTION_WORDS, Vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +77,18 @@ class Caption:
         return math.exp(self.log_prob)
 
 
+def fluency_rules(vocab: Vocabulary) -> FluencyRules:
+    """No word or two-word phrase twice, no ending on a function word (evaluate.py counts each)."""
+    return FluencyRules(no_end_after=frozenset(vocab.index[w] for w in FUNCTION_WORDS if w in vocab.index))
+
+
 def decode(steps: DecoderSteps, vocab: Vocabulary, features: np.ndarray, beam_size: int, max_length: int,
-           n_best: int = 1) -> list[list[Caption]]:
+           n_best: int = 1, fluent: bool = True) -> list[list[Caption]]:
+    """The n-best captions of each feature row; `fluent` applies fluency_rules (False: the model's own)."""
     results = beam_search(steps.step, steps.initial_state(features), len(features), vocab.start_id,
                           vocab.end_id, beam_size, max_length, n_best,
-                          banned_ids=(vocab.pad_id, vocab.start_id, vocab.unk_id))
+                          banned_ids=(vocab.pad_id, vocab.start_id, vocab.unk_id),
+                          rules=fluency_rules(vocab) if fluent else None)
     return [[Caption(vocab.decode(h.tokens), h.log_prob) for h in hyps] for hyps in results]
 
 

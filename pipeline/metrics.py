@@ -18,6 +18,8 @@ from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer import ptbtokenizer
 from pycocoevalcap.tokenizer.ptbtokenizer import PUNCTUATIONS, PTBTokenizer
 
+from .vocab import FUNCTION_WORDS
+
 log = logging.getLogger(__name__)
 
 BLEU_N = 4
@@ -109,12 +111,6 @@ def diversity(predictions: dict[str, str]) -> dict:
     captions = list(predictions.values())
     return {"distinct_captions": len(set(captions)),
             "vocabulary_used": len({word for caption in captions for word in caption.split()})}
-
-
-# Words a fluent caption does not end on ("a dog runs through the"): articles, prepositions,
-# conjunctions and auxiliaries.
-FUNCTION_WORDS = frozenset("""a an the and or but of in on at to for with by from into onto over under through
-near while as is are was were be being has have his her its their""".split())
 
 
 def fluency(predictions: dict[str, str]) -> dict:

@@ -143,6 +143,9 @@ def export(keras_encoder, folder: str | Path, weights: str = DEFAULT_WEIGHTS, pr
     with tempfile.TemporaryDirectory(dir=folder, prefix=".export-") as tmp:
         keras_encoder.export_saved_model(f"{tmp}/saved_model")
         converted = ov.convert_model(f"{tmp}/saved_model")
+        # the graph file records where it was converted from: a temporary path, which made every
+        # export's SHA-256 (and so its feature-cache key) differ for the same weights
+        converted.set_rt_info("saved_model", ["conversion_parameters", "input_model"])
         if weights == "int8":
             converted = nncf.compress_weights(converted, mode=nncf.CompressWeightsMode.INT8_ASYM)
         ov.save_model(converted, f"{tmp}/{GRAPH_FILE}", compress_to_fp16=weights == "float16")

@@ -12,6 +12,11 @@ SPECIALS = (PAD, START, END, UNK)  # ids 0..3; pad is 0 so Keras masking (mask_z
 STOP_WORDS = frozenset("""a an the is are was were be been being am of in on at to for with by from and or
 but as it its this that these those there their his her he she they them i you we our your""".split())
 
+# Words a fluent caption does not end on ("a dog runs through the"): articles, prepositions,
+# conjunctions and auxiliaries.
+FUNCTION_WORDS = frozenset("""a an the and or but of in on at to for with by from into onto over under through
+near while as is are was were be being has have his her its their""".split())
+
 _WORD = re.compile(r"[a-z]+(?:-[a-z]+)*")
 
 

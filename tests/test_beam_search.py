@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.beam_search import beam_search
+from pipeline.beam_search import FluencyRules, beam_search
 
 PAD, START, END = 0, 1, 2
 WORDS = (3, 4, 5)
@@ -101,11 +101,23 @@ def test_a_caption_always_has_a_word_even_when_the_model_would_end_at_once():
         assert all(h.tokens[0] in WORDS and h.tokens[1:] == (END,) for found in hyps for h in found)
 
 
+def allowed(words: tuple[int, ...], token: int, rules: FluencyRules | None) -> bool:
+    """FluencyRules written out: may `words` go on with `token`?"""
+    if rules is None or not words:
+        return True
+    if rules.repeated_word and token == words[-1]:
+        return False
+    if token == END and words[-1] in rules.no_end_after:
+        return False
+    return not (rules.repeated_bigram and (words[-1], token) in set(zip(words, words[1:])))
+
+
 def reference_beam_search(seed: int, beam_size: int, max_length: int, n_best: int, end_bias: float,
-                          min_length: int = 1):
+                          min_length: int = 1, rules: FluencyRules | None = None):
     """The same search written plainly, one input, lists and sorting: each step ranks every
-    extension of the live beams; those that end are finished captions, the best `beam_size` that
-    do not end are the next beams; it stops once n_best finished ones beat every live beam."""
+    extension of the live beams that the rules allow; those that end are finished captions, the
+    best `beam_size` that do not end are the next beams; it stops once n_best finished ones beat
+    every live beam."""
     beams, finished = [((), seed, START, 0.0)], []  # (words, code, last token, log-probability)
     for length in range(1, max_length + 1):
         extensions = []
@@ -113,7 +125,7 @@ def reference_beam_search(seed: int, beam_size: int, max_length: int, n_best: in
             code = code * 7 + last + 1
             log_probs = biased_log_probs(code, end_bias)
             for token in WORDS + (END,):
-                if token != END or length > min_length:
+                if (token != END or length > min_length) and allowed(words, token, rules):
                     extensions.append((score + log_probs[token], words + (token,), code, token))
         extensions.sort(key=lambda e: -e[0])
         beams = []
@@ -138,14 +150,17 @@ def biased_log_probs(code: int, end_bias: float) -> np.ndarray:
 
 @settings(max_examples=300, deadline=None, derandomize=True)  # the same cases every run
 @given(seed=st.integers(0, 2**20), beam_size=st.integers(1, 5), n_best_share=st.floats(0, 1),
-       max_length=st.integers(1, 6), end_bias=st.floats(-2, 4), min_length=st.integers(0, 1))
-def test_n_best_lists_match_a_plain_reference(seed, beam_size, n_best_share, max_length, end_bias, min_length):
+       max_length=st.integers(1, 6), end_bias=st.floats(-2, 4), min_length=st.integers(0, 1),
+       rules=st.none() | st.builds(FluencyRules, st.booleans(), st.booleans(), st.frozensets(st.sampled_from(WORDS))))
+def test_n_best_lists_match_a_plain_reference(seed, beam_size, n_best_share, max_length, end_bias, min_length,
+                                              rules):
     """The batched search against the plain one on random models, every n-best list whole: a
-    narrower candidate list, or finished captions taking live beams' places, shows here."""
+    narrower candidate list, finished captions taking live beams' places, or a fluency rule
+    applied to the wrong beam or not at all, shows here."""
     n_best = 1 + round(n_best_share * (beam_size - 1))
     min_length = min(min_length, max_length)
-    found = search_biased(seed, beam_size, max_length, n_best, end_bias, min_length)
-    expected = reference_beam_search(seed, beam_size, max_length, n_best, end_bias, min_length)
+    found = search_biased(seed, beam_size, max_length, n_best, end_bias, min_length, rules)
+    expected = reference_beam_search(seed, beam_size, max_length, n_best, end_bias, min_length, rules)
     assert [h.tokens for h in found] == [words for words, _ in expected]
     np.testing.assert_allclose([h.log_prob for h in found], [score for _, score in expected], rtol=1e-9)
 
@@ -160,11 +175,41 @@ def test_n_best_lists_match_the_reference_where_captions_end_early(beam_size):
         assert [h.tokens for h in found] == [words for words, _ in expected], f"seed {seed}"
 
 
-def search_biased(seed, beam_size, max_length, n_best, end_bias, min_length=1):
+def search_biased(seed, beam_size, max_length, n_best, end_bias, min_length=1, rules=None):
     def step(tokens, state):
         (codes,) = state
         codes = codes * 7 + tokens + 1
         return np.stack([biased_log_probs(int(c), end_bias) for c in codes]), (codes,)
 
     return beam_search(step, (np.array([seed], np.int64),), 1, START, END, beam_size, max_length, n_best,
-                       banned_ids=(PAD, START), min_length=min_length)[0]
+                       banned_ids=(PAD, START), min_length=min_length, rules=rules)[0]
+
+
+def test_captions_are_decoded_under_the_fluency_rules():
+    """captioner.decode applies fluency_rules: a model that wants "a dog a dog dog the" gets no
+    repeated word, no repeated phrase and no function word at the end."""
+    from pipeline.captioner import decode
+    from pipeline.vocab import Vocabulary
+
+    vocab = Vocabulary(["<pad>", "<start>", "<end>", "<unk>", "a", "dog", "the", "runs"])
+    wanted = {vocab.start_id: "a", vocab.index["a"]: "dog", vocab.index["dog"]: "a", vocab.index["the"]: "<end>",
+              vocab.index["runs"]: "the"}
+
+    class RepetitiveSteps:
+        def initial_state(self, features):
+            return (np.zeros(len(features)),)
+
+        def step(self, tokens, state):
+            log_probs = np.full((len(tokens), len(vocab)), np.log(0.01))
+            for row, token in enumerate(tokens):
+                log_probs[row, vocab.index[wanted[int(token)]]] = np.log(0.9)
+            return log_probs, state
+
+    fluent = decode(RepetitiveSteps(), vocab, np.zeros((2, 1)), beam_size=3, max_length=8)
+    as_trained = decode(RepetitiveSteps(), vocab, np.zeros((2, 1)), beam_size=3, max_length=8, fluent=False)
+    assert as_trained[0][0].text == "a dog a dog a dog a dog"
+    for (best,) in fluent:
+        words = best.text.split()
+        assert words and words[-1] not in ("a", "the")
+        assert all(x != y for x, y in zip(words, words[1:]))
+        assert len(set(zip(words, words[1:]))) == len(words) - 1
