@@ -159,3 +159,25 @@ class ResumableTraining(keras.callbacks.Callback):
             writer = csv.DictWriter(f, ["epoch", *keys])
             writer.writeheader()
             writer.writerows(self.history)
+
+
+class SelfCriticalStep:
+    """One self-critical update: raise the log-probability of the sampled captions that beat their
+    image's other samples, lower it for those that did not, in proportion to the margin.
+
+    The decoder runs without dropout, as the captions were sampled (pipeline/scst.py).
+    """
+
+    def __init__(self, model: keras.Model):
+        self.model = model
+
+    @tf.function(reduce_retracing=True)  # one trace per caption-length shape, not per batch
+    def __call__(self, features, words, targets, advantages):
+        with tf.GradientTape() as tape:
+            logits = self.model({"features": features, "words": words}, training=False)
+            mask = tf.cast(targets != 0, logits.dtype)
+            log_probs = -keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True)
+            loss = -tf.reduce_mean(advantages * tf.reduce_sum(log_probs * mask, axis=1))
+        variables = self.model.trainable_variables
+        self.model.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return loss

@@ -1,0 +1,96 @@
+"""Self-critical sequence training (Rennie et al. 2017): fine-tune a decoder on the score its own
+sampled captions get, CIDEr-D against the image's references.
+
+Each image gets `samples` captions drawn from the decoder; each caption's baseline is the mean
+reward of the image's other samples (Luo 2020), so no greedy pass is needed and a caption gains
+only by beating its siblings. The end of a caption is scored as a word ("<end>", in the
+references too): a caption cut off mid-phrase ("a man in a") then misses the n-grams that every
+reference ends with, where plain CIDEr-D would not notice.
+"""
+import math
+from collections import Counter
+
+import numpy as np
+from pycocoevalcap.cider.cider_scorer import precook
+
+from .decoder import DecoderSteps
+from .metrics import python_tokenize
+
+END_WORD = "<end>"  # how a finished caption's end is scored; PTB tokenisation leaves no word like it
+
+
+class CiderD:
+    """pycocoevalcap's CIDEr-D for one caption at a time, with the document frequencies of a fixed
+    reference corpus (the training captions, counted once) instead of those of each batch.
+
+    With `references` as the corpus, `score(key, caption)` is what pycocoevalcap's Cider gives that
+    caption among those references. Each reference's tf-idf vector is computed once.
+    """
+
+    def __init__(self, references: dict, n: int = 4, sigma: float = 6.0):
+        self.n, self.sigma = n, sigma
+        counted = {key: [precook(ref, n) for ref in refs] for key, refs in references.items()}
+        self.document_frequency = Counter(ngram for refs in counted.values()
+                                          for ngram in {ngram for ref in refs for ngram in ref})
+        self.log_corpus_size = math.log(len(counted))
+        self.references = {key: [self._vector(ref) for ref in refs] for key, refs in counted.items()}
+
+    def _vector(self, counts: dict) -> tuple[list[dict], np.ndarray, int]:
+        """tf-idf weights per n-gram order, their norms, and the length (pycocoevalcap counts bigrams)."""
+        vector, length = [{} for _ in range(self.n)], 0
+        for ngram, term_frequency in counts.items():
+            order = len(ngram) - 1
+            idf = self.log_corpus_size - math.log(max(1.0, self.document_frequency.get(ngram, 0.0)))
+            vector[order][ngram] = term_frequency * idf
+            if order == 1:
+                length += term_frequency
+        norms = np.array([math.sqrt(sum(w * w for w in v.values())) for v in vector])
+        return vector, norms, length
+
+    def score(self, key, caption: str) -> float:
+        vector, norms, length = self._vector(precook(caption, self.n))
+        total = np.zeros(self.n)
+        references = self.references[key]
+        for ref_vector, ref_norms, ref_length in references:
+            similarity = np.array([sum(min(w, ref_vector[order].get(ngram, 0.0)) * ref_vector[order].get(ngram, 0.0)
+                                       for ngram, w in vector[order].items()) for order in range(self.n)], float)
+            both = (norms != 0) & (ref_norms != 0)
+            similarity[both] /= norms[both] * ref_norms[both]
+            total += similarity * math.exp(-((length - ref_length) ** 2) / (2 * self.sigma ** 2))
+        return float(total.mean() / len(references) * 10.0)
+
+
+def reward_references(references: dict[str, list[str]]) -> dict[str, list[str]]:
+    """References tokenized as evaluation tokenizes them, each ending on END_WORD."""
+    return {key: [f"{ref} {END_WORD}" for ref in refs] for key, refs in python_tokenize(references).items()}
+
+
+def sample_captions(steps: DecoderSteps, features: np.ndarray, samples: int, max_length: int, start_id: int,
+                    end_id: int, banned_ids, rng: np.random.Generator) -> np.ndarray:
+    """`samples` captions per feature row drawn from the decoder, (rows * samples, max_length) token ids:
+    each row's words, then its end token, then padding (0); a caption still open at max_length has no end."""
+    rows = np.repeat(np.arange(len(features)), samples)
+    state = tuple(s[rows] for s in steps.initial_state(features))
+    tokens = np.full(len(rows), start_id, np.int64)
+    out = np.zeros((len(rows), max_length), np.int64)
+    open_rows = np.ones(len(rows), bool)
+    banned = list(banned_ids)
+    for t in range(max_length):
+        log_probs, state = steps.step(tokens, state)
+        log_probs[:, banned] = -np.inf
+        if t == 0:
+            log_probs[:, end_id] = -np.inf  # an empty caption is never an answer
+        # Gumbel-max: the argmax of log-probabilities plus Gumbel noise is a draw from the softmax
+        tokens = np.argmax(log_probs + rng.gumbel(size=log_probs.shape), axis=1)
+        out[open_rows, t] = tokens[open_rows]
+        open_rows &= tokens != end_id
+        if not open_rows.any():
+            break
+    return out
+
+
+def leave_one_out_advantages(rewards: np.ndarray, samples: int) -> np.ndarray:
+    """Each sample's reward minus the mean reward of its image's other samples."""
+    per_image = rewards.reshape(-1, samples)
+    others = (per_image.sum(axis=1, keepdims=True) - per_image) / (samples - 1)
+    return (per_image - others).ravel()

@@ -1,0 +1,168 @@
+"""Fine-tune a trained model folder with self-critical sequence training (the second stage).
+
+  python scst.py --model runs/train --data ../shared/flickr8k --out runs/scst
+
+The decoder samples captions for each training photo and is rewarded by their CIDEr-D against
+the photo's references (pipeline/scst.py). Features come from the encoder the folder serves
+(its exported encoder, else Keras), so the decoder is tuned to what the app computes; the
+folder written to --out carries that encoder too. The kept epoch is the one whose dev captions
+(beam search) score best in CIDEr-D, as in train.py. An interrupted run resumes when started
+again with the same --out.
+"""
+import argparse
+import json
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from pipeline.artifact import ArtifactError
+from pipeline.captioner import ENCODER_CHOICES, load_artifact
+from pipeline.data import load_flickr8k
+
+log = logging.getLogger("scst")
+TRAINING_LOG = "scst_log.csv"
+CHECKPOINTS = ".checkpoints-scst"
+MONITOR = "val_cider"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="runs/train", help="model folder trained by train.py (default: runs/train)")
+    p.add_argument("--data", required=True, help="Flickr8k folder (original or Kaggle layout)")
+    p.add_argument("--out", default="runs/scst", help="model folder to write (default: runs/scst)")
+    p.add_argument("--encoder", choices=ENCODER_CHOICES, default="auto",
+                   help="features from: auto (default) is what the folder serves, its exported encoder")
+    p.add_argument("--backbone-weights", help="with the keras encoder: as for train.py")
+    p.add_argument("--cache-dir", help="feature cache root (default $CAPTION_CACHE_DIR or ~/.cache/flickr8k-captioner)")
+    p.add_argument("--epochs", type=int, default=15, help="most epochs; early stopping on dev CIDEr-D ends sooner")
+    p.add_argument("--patience", type=int, default=3, help="epochs without a better dev CIDEr-D before stopping")
+    p.add_argument("--batch-size", type=int, default=32, help="photos per update")
+    p.add_argument("--samples", type=int, default=5, help="captions sampled per photo (each one's baseline is "
+                   "the others' mean reward); at least 2")
+    p.add_argument("--learning-rate", type=float, default=5e-5)
+    p.add_argument("--limit-images", type=int, help="train on the first N train images (and N/4 dev): for tests")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fresh", action="store_true", help="start over even if OUT holds an interrupted run")
+    args = p.parse_args(argv)
+    if args.samples < 2:
+        p.error("--samples must be at least 2: each sample's baseline is the mean of the others")
+    if Path(args.out).resolve() == Path(args.model).resolve():
+        p.error("--out must be another folder than --model: the cross-entropy model is kept as it is")
+    return args
+
+
+def copy_exported_encoder(source: Path, out: Path, config: dict) -> None:
+    from pipeline.files import atomic_path
+    from pipeline.openvino_encoder import exported_files
+
+    if "exported" in config["encoder"]:
+        for name in exported_files(config["encoder"]["exported"]):
+            with atomic_path(out / name) as tmp:
+                shutil.copyfile(source / name, tmp)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    started = time.time()
+    source, out = Path(args.model), Path(args.out)
+    try:
+        _, vocab, config = load_artifact(source)
+    except ArtifactError as error:
+        raise SystemExit(f"error: {error}") from None
+    dataset = load_flickr8k(args.data)
+    import keras
+
+    from pipeline.artifact import WEIGHTS_FILE, build_keras_decoder, save_artifact
+    from pipeline.captioner import load_image_encoder
+    from pipeline.decoder import DecoderSteps, layer_weights
+    from pipeline.feature_cache import extract_features
+    from pipeline.scst import CiderD, END_WORD, leave_one_out_advantages, reward_references, sample_captions
+    from pipeline.training import DevCider, ResumableTraining, SelfCriticalStep
+
+    keras.utils.set_random_seed(args.seed)
+    checkpoint = ResumableTraining(out / CHECKPOINTS, out / TRAINING_LOG, MONITOR, args.patience)
+    if args.fresh:
+        checkpoint.clear()
+    train_names, dev_names = dataset.split("train"), dataset.split("dev")
+    if args.limit_images:
+        train_names, dev_names = train_names[:args.limit_images], dev_names[:max(1, args.limit_images // 4)]
+    image_encoder = load_image_encoder(source, config, args.encoder, args.backbone_weights)
+    log.info("features from %s", image_encoder.name)
+    features = extract_features(image_encoder, dataset.image_dir, train_names + dev_names, args.cache_dir)
+    train_features, dev_features = features[:len(train_names)], features[len(train_names):]
+    reward = CiderD(reward_references({name: dataset.captions[name] for name in train_names}))
+
+    model = build_keras_decoder(config)
+    model.load_weights(source / WEIGHTS_FILE)
+    model.compile(optimizer=keras.optimizers.Adam(args.learning_rate))  # ResumableTraining saves its state
+    initial_epoch = checkpoint.restore(model)
+    if initial_epoch:
+        log.info("resuming the interrupted run in %s at epoch %d (pass --fresh to start over)",
+                 out / CHECKPOINTS, initial_epoch + 1)
+    update = SelfCriticalStep(model)
+    dev_cider = DevCider(dev_features, [dataset.captions[n] for n in dev_names], vocab, config)
+    for callback in (dev_cider, checkpoint):
+        callback.set_model(model)
+    if not initial_epoch:
+        before = {}
+        dev_cider.on_epoch_end(-1, before)
+        log.info("dev CIDEr-D before self-critical training: %.4f", before[MONITOR])
+    banned = (vocab.pad_id, vocab.start_id, vocab.unk_id)
+
+    for epoch in range(initial_epoch, args.epochs):
+        if checkpoint.out_of_patience():
+            break
+        epoch_start = time.perf_counter()
+        rng = np.random.default_rng([args.seed, epoch])  # a resumed epoch draws what it would have drawn
+        order = rng.permutation(len(train_names))
+        rewards, losses = [], []
+        bar = tqdm(range(0, len(order), args.batch_size), desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch")
+        for start in bar:
+            batch = order[start:start + args.batch_size]
+            steps = DecoderSteps(layer_weights(model), config)
+            captions = sample_captions(steps, train_features[batch], args.samples, config["max_length"],
+                                       vocab.start_id, vocab.end_id, banned, rng)
+            scores = np.array([reward.score(train_names[batch[row // args.samples]],
+                                            vocab.decode(ids) + (f" {END_WORD}" if vocab.end_id in ids else ""))
+                               for row, ids in enumerate(captions.tolist())])
+            length = int((captions != vocab.pad_id).sum(axis=1).max())
+            targets = captions[:, :length]
+            words = np.concatenate([np.full((len(captions), 1), vocab.start_id), targets[:, :-1]], axis=1)
+            loss = update(np.repeat(train_features[batch], args.samples, axis=0), words, targets,
+                          leave_one_out_advantages(scores, args.samples).astype(np.float32))
+            rewards.append(scores.mean())
+            losses.append(float(loss))
+            bar.set_postfix(reward=f"{np.mean(rewards[-20:]):.3f}")
+        logs = {"reward": float(np.mean(rewards)), "loss": float(np.mean(losses)),
+                "seconds": round(time.perf_counter() - epoch_start, 1)}
+        for callback in (dev_cider, checkpoint):  # checkpoint last: it commits the dev CIDEr-D with the epoch
+            callback.on_epoch_end(epoch, logs)
+        log.info("epoch %d: mean reward %.4f, dev CIDEr-D %.4f, %.0f s", epoch + 1, logs["reward"], logs[MONITOR],
+                 logs["seconds"])
+    checkpoint.load_best(model)
+
+    history = checkpoint.history
+    best = max(history, key=lambda row: row[MONITOR])
+    config.setdefault("training", {})["self_critical"] = {
+        "from": str(source), "train_images": len(train_names), "dev_images": len(dev_names),
+        "features": image_encoder.name, "epochs_run": len(history), "best_epoch": int(best["epoch"]) + 1,
+        "best_dev_cider": round(float(best[MONITOR]), 4), "samples": args.samples, "batch_size": args.batch_size,
+        "learning_rate": args.learning_rate, "seed": args.seed,
+        "train_seconds": round(sum(r.get("seconds", 0) for r in history), 1),
+        "wall_seconds_this_run": round(time.time() - started, 1)}
+    copy_exported_encoder(source, out, config)
+    save_artifact(out, model, vocab, config)  # config.json last: it names the encoder files copied above
+    shutil.rmtree(out / CHECKPOINTS)
+    log.info("saved model folder %s (best dev CIDEr-D %.4f at epoch %d)", out, float(best[MONITOR]),
+             int(best["epoch"]) + 1)
+    print(json.dumps(config["training"]["self_critical"], indent=2))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
