@@ -20,12 +20,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.artifact import ArtifactError
+from pipeline.artifact import SELF_CRITICAL_LOG, ArtifactError
 from pipeline.captioner import ENCODER_CHOICES, load_artifact
 from pipeline.data import load_flickr8k
 
 log = logging.getLogger("scst")
-TRAINING_LOG = "scst_log.csv"
 CHECKPOINTS = ".checkpoints-scst"
 MONITOR = "val_cider"
 
@@ -81,12 +80,13 @@ def main(argv=None):
     from pipeline.artifact import WEIGHTS_FILE, build_keras_decoder, save_artifact
     from pipeline.captioner import load_image_encoder
     from pipeline.decoder import DecoderSteps, layer_weights
+    from pipeline.familiarity import Familiarity
     from pipeline.feature_cache import extract_features
     from pipeline.scst import CiderD, END_WORD, leave_one_out_advantages, reward_references, sample_captions
     from pipeline.training import DevCider, ResumableTraining, SelfCriticalStep
 
     keras.utils.set_random_seed(args.seed)
-    checkpoint = ResumableTraining(out / CHECKPOINTS, out / TRAINING_LOG, MONITOR, args.patience)
+    checkpoint = ResumableTraining(out / CHECKPOINTS, out / SELF_CRITICAL_LOG, MONITOR, args.patience)
     if args.fresh:
         checkpoint.clear()
     train_names, dev_names = dataset.split("train"), dataset.split("dev")
@@ -157,6 +157,7 @@ def main(argv=None):
         "train_seconds": round(sum(r.get("seconds", 0) for r in history), 1),
         "wall_seconds_this_run": round(time.time() - started, 1)}
     copy_exported_encoder(source, out, config)
+    config["familiarity"] = Familiarity.fit(train_features, dev_features).save(out)
     save_artifact(out, model, vocab, config)  # config.json last: it names the encoder files copied above
     shutil.rmtree(out / CHECKPOINTS)
     log.info("saved model folder %s (best dev CIDEr-D %.4f at epoch %d)", out, float(best[MONITOR]),

@@ -14,11 +14,11 @@ import sys
 import time
 from pathlib import Path
 
+from pipeline.artifact import TRAINING_LOG
 from pipeline.data import load_flickr8k
 from pipeline.vocab import Vocabulary, clean_caption
 
 log = logging.getLogger("train")
-TRAINING_LOG = "training_log.csv"
 CHECKPOINTS = ".checkpoints"
 MONITOR = "val_cider"  # the kept model is the one whose dev captions score best
 

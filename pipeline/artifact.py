@@ -20,6 +20,8 @@ from .vocab import Vocabulary
 FORMAT_VERSION = 1
 CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE = "config.json", "vocab.json", "decoder.weights.h5"
 ARTIFACT_FILES = (CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE)  # what every model folder holds
+# what each training stage logs, one row per epoch (train.py, scst.py)
+TRAINING_LOG, SELF_CRITICAL_LOG = "training_log.csv", "self_critical_log.csv"
 ENCODER_PATTERN = "encoder*"  # the exported encoder's files (encoder.xml, encoder-*.bin), when there is one
 
 # Bounds that keep a corrupt or hostile config.json from asking for absurd allocations; the
@@ -86,6 +88,10 @@ def read_config(folder: Path) -> dict:
         _field(config, path, "encoder", "exported", "weight_files", kind=list)
         if "float32_blocks" in config["encoder"]["exported"]:
             _field(config, path, "encoder", "exported", "float32_blocks")
+    if "familiarity" in config:
+        threshold = _field(config, path, "familiarity", "unfamiliar_below", kind=float)
+        if not 0 <= threshold <= 1:
+            raise ArtifactError(f"{path}: familiarity.unfamiliar_below={threshold} is outside 0..1")
     return config
 
 

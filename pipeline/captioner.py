@@ -15,6 +15,7 @@ from .artifact import WEIGHTS_FILE, ArtifactError, read_config, read_keras_weigh
 from .beam_search import FluencyRules, beam_search
 from .decoder import DecoderSteps
 from .encoder import BACKBONE, PixelEncoder
+from .familiarity import FAMILIARITY_FILE, Familiarity
 from .vocab import FUNCTION_WORDS, Vocabulary
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,21 @@ def load_artifact(folder: str | Path) -> tuple[DecoderSteps, Vocabulary, dict]:
     return steps, vocab, config
 
 
+def load_familiarity(folder: Path, config: dict) -> Familiarity | None:
+    """The folder's familiarity calibration, if its config names one (folders from before have none)."""
+    if "familiarity" not in config:
+        return None
+    try:
+        familiarity = Familiarity.load(folder)
+    except (OSError, KeyError, ValueError) as error:
+        raise ArtifactError(f"{folder / FAMILIARITY_FILE} is not a familiarity calibration: "
+                            f"{type(error).__name__}: {error}") from None
+    if familiarity.centroids.shape[1] != config["encoder"]["feature_dim"]:
+        raise ArtifactError(f"{folder / FAMILIARITY_FILE} was fitted on {familiarity.centroids.shape[1]}-wide "
+                            f"features, the encoder gives {config['encoder']['feature_dim']}")
+    return familiarity
+
+
 @dataclass(frozen=True)
 class Caption:
     text: str
@@ -75,6 +91,20 @@ class Caption:
     @property
     def probability(self) -> float:
         return math.exp(self.log_prob)
+
+
+@dataclass(frozen=True)
+class Description:
+    """A photo's caption, the beam's n-best list, and how familiar the photo is to the model.
+
+    familiarity: the share of dev photos at least as far from the training photos as this one
+    (pipeline/familiarity.py), None for a model folder without a calibration; unfamiliar: below
+    the folder's threshold, where the caption is likely a training-set sentence that does not fit.
+    """
+    caption: str
+    n_best: list[Caption]
+    familiarity: float | None
+    unfamiliar: bool
 
 
 def fluency_rules(vocab: Vocabulary) -> FluencyRules:
@@ -99,8 +129,10 @@ class Captioner:
     >>> captioner.caption("photo.jpg", beam_size=3)
     """
 
-    def __init__(self, steps: DecoderSteps, vocab: Vocabulary, config: dict, image_encoder: PixelEncoder):
+    def __init__(self, steps: DecoderSteps, vocab: Vocabulary, config: dict, image_encoder: PixelEncoder,
+                 familiarity: Familiarity | None = None):
         self.steps, self.vocab, self.config, self.image_encoder = steps, vocab, config, image_encoder
+        self.familiarity = familiarity
         self.max_length = config["max_length"]
         # NumPy's OpenBLAS threads spin a while after each product: beside the encoder's own threads on
         # a small CPU that slowed the next Xception pass by a third (bench.py). The decoder's products
@@ -122,7 +154,7 @@ class Captioner:
         if config["encoder"]["backbone"] != BACKBONE:
             raise ArtifactError(f"{folder}: backbone {config['encoder']['backbone']!r} is not supported")
         image_encoder = image_encoder or load_image_encoder(Path(folder), config, encoder, backbone_weights)
-        return cls(steps, vocab, config, image_encoder)
+        return cls(steps, vocab, config, image_encoder, load_familiarity(Path(folder), config))
 
     def decode(self, features: np.ndarray, beam_size: int = 3, n_best: int = 1) -> list[list[Caption]]:
         """The n-best captions of each feature row, best first."""
@@ -134,6 +166,16 @@ class Captioner:
             features = self.image_encoder.encode(images[i:i + batch_size], batch_size)
             out.extend(self.decode(features, beam_size, n_best))
         return out
+
+    def describe(self, image, beam_size: int = 3) -> Description:
+        """The caption, the `beam_size` best captions and the photo's familiarity."""
+        features = self.image_encoder.encode([image], 1)
+        n_best = self.decode(features, beam_size, n_best=beam_size)[0]
+        if self.familiarity is None:
+            return Description(n_best[0].text, n_best, None, False)
+        familiarity = float(self.familiarity(features)[0])
+        return Description(n_best[0].text, n_best, familiarity,
+                           familiarity < self.config["familiarity"]["unfamiliar_below"])
 
     def caption(self, image, beam_size: int = 3) -> str:
         """`image`: a path, PIL image, bytes or HxWx3 array."""

@@ -16,16 +16,17 @@ from pathlib import Path
 import numpy as np
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_token, snapshot_download
 
-from .artifact import ARTIFACT_FILES, CONFIG_FILE, ENCODER_PATTERN, WEIGHTS_FILE
+from .artifact import ARTIFACT_FILES, CONFIG_FILE, ENCODER_PATTERN, SELF_CRITICAL_LOG, TRAINING_LOG, WEIGHTS_FILE
 from .captioner import Captioner
 from .encoder import BACKBONE_WEIGHTS_ENV, PixelEncoder
+from .familiarity import FAMILIARITY_FILE
 from .files import sha256_of
 
 log = logging.getLogger(__name__)
 
 REPO_ENV, REVISION_ENV = "CAPTION_MODEL_REPO", "CAPTION_MODEL_REVISION"
 LOCAL_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
-METRICS_FILE, TRAINING_LOG = "metrics.json", "training_log.csv"
+METRICS_FILE = "metrics.json"
 CARD_FILE = "README.md"
 HOW_TO_GET_WEIGHTS = (f"train a model with `python train.py --data FLICKR8K --out weights/`, or set {REPO_ENV} "
                       "to a Hub repo published with `python -m pipeline.hub push`")
@@ -38,7 +39,7 @@ CARD_METRICS = {"bleu_1": ("bleu", "BLEU-1"), "bleu_2": ("bleu", "BLEU-2"), "ble
                 "bertscore_f1_rescaled": ("bertscore", "BERTScore F1, rescaled")}
 
 
-HUB_FILES = [*ARTIFACT_FILES, ENCODER_PATTERN]  # what the app fetches: the model, not the card or logs
+HUB_FILES = [*ARTIFACT_FILES, ENCODER_PATTERN, FAMILIARITY_FILE]  # what the app fetches: the model, not the card or logs
 
 
 class NoWeightsError(RuntimeError):
@@ -143,6 +144,8 @@ def model_card(repo_id: str, config: dict, metrics: dict | None) -> ModelCard:
     facts = {"training images": training.get("train_images"), "training captions": training.get("train_captions"),
              "epochs run": training.get("epochs_run"), "best epoch": training.get("best_epoch"),
              "best dev CIDEr-D (beam 3)": training.get("best_dev_cider"), "dev loss": training.get("dev_loss"),
+             "self-critical stage: epochs run": training.get("self_critical", {}).get("epochs_run"),
+             "self-critical stage: best dev CIDEr-D (beam 3)": training.get("self_critical", {}).get("best_dev_cider"),
              "vocabulary (tokens)": config["vocab_size"],
              "longest caption (tokens)": config["max_length"],
              "backbone weights fingerprint": config["encoder"]["weights_fingerprint"],
@@ -174,8 +177,9 @@ Keras downloads the Xception ImageNet weights on first use (offline, point `{BAC
 at a local copy).
 
 Files: `{CONFIG_FILE}` (architecture, encoder, training settings), `vocab.json`, `decoder.weights.h5`
-(the decoder's Keras weights), the exported encoder when there is one{f", `{METRICS_FILE}` (evaluate.py's scores)" if metrics else ""} and
-`{TRAINING_LOG}` when the training run wrote one.
+(the decoder's Keras weights), the exported encoder when there is one, `{FAMILIARITY_FILE}` (how close a
+photo is to the training photos, calibrated on dev) when there is one{f", `{METRICS_FILE}` (evaluate.py's scores)" if metrics else ""} and
+`{TRAINING_LOG}` (and `{SELF_CRITICAL_LOG}` for the self-critical stage) when the training run wrote them.
 
 ## Training
 
@@ -237,7 +241,8 @@ def build_upload_folder(folder: str | Path, dest: str | Path, repo_id: str) -> P
     if dest.exists() and any(dest.iterdir()):  # stray files would be uploaded too
         raise HubError(f"{dest} is not empty; the upload folder must hold only what is published")
     dest.mkdir(parents=True, exist_ok=True)
-    for path in [*(folder / name for name in (*ARTIFACT_FILES, METRICS_FILE, TRAINING_LOG)),
+    for path in [*(folder / name for name in (*ARTIFACT_FILES, FAMILIARITY_FILE, METRICS_FILE, TRAINING_LOG,
+                                                    SELF_CRITICAL_LOG)),
                  *folder.glob(ENCODER_PATTERN)]:
         if path.is_file():
             shutil.copy2(path, dest / path.name)

@@ -139,7 +139,7 @@ def test_scst_script_fine_tunes_a_model_folder(tmp_path, exported_model):
     self_critical = config["training"]["self_critical"]
     assert self_critical["epochs_run"] == 2 and self_critical["train_images"] == 12
     assert self_critical["features"].startswith("openvino")
-    assert not (out / ".checkpoints-scst").exists() and (out / "scst_log.csv").is_file()
+    assert not (out / ".checkpoints-scst").exists() and (out / "self_critical_log.csv").is_file()
 
     from pipeline import Captioner
     captioner = Captioner.from_pretrained(out)  # the exported encoder came along: no TensorFlow needed
