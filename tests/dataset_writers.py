@@ -7,7 +7,7 @@ from pathlib import Path
 KARPATHY_SPLITS = {"train": "train", "dev": "val", "test": "test"}
 
 
-def place_images(image_dir: Path, names, pool: list[Path] | None) -> None:
+def place_images(image_dir: Path, names, pool: list[Path] | None = None) -> None:
     """Each named image under `image_dir`: a copy of a pool image, or an empty file (the loaders only check that
     it exists)."""
     for i, name in enumerate(names):

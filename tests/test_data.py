@@ -5,8 +5,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.data import DatasetError
-from pipeline.formats import load_dataset
+from pipeline.formats import karpathy, load_dataset
 from conftest import SHARED_FLICKR8K, needs_shared, write_image
+from dataset_writers import place_images, write_coco, write_imagefolder, write_karpathy
 
 
 def test_original_layout_skips_missing_image_once_and_reads_crlf(original_layout, caplog):
@@ -147,3 +148,55 @@ def test_the_kaggle_layout_reads_back_what_was_written(dataset, tmp_path_factory
     data = load_dataset(root)
     assert data.captions == dataset
     assert sorted(sum(data.splits.values(), [])) == sorted(dataset)
+
+
+# --- the other formats on generated files ---------------------------------------------------------------
+
+def split_of(data) -> dict[str, str]:
+    return {name: split for split, names in data.splits.items() for name in names}
+
+
+@settings(max_examples=30, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(dataset=DATASET, folder=st.sampled_from(["", "val2014"]), choices=st.data())
+def test_karpathy_json_reads_back_what_was_written(dataset, folder, choices, tmp_path_factory):
+    root = tmp_path_factory.mktemp("karpathy")
+    captions = {f"{folder}/{name}" if folder else name: caps for name, caps in dataset.items()}
+    karpathy_splits = {name: choices.draw(st.sampled_from(sorted(karpathy.SPLIT_NAMES))) for name in captions}
+    place_images(root, captions)
+    data = load_dataset(write_karpathy(root / "dataset_x.json", captions, karpathy_splits))
+    assert data.captions == captions
+    assert split_of(data) == {name: karpathy.SPLIT_NAMES[split] for name, split in karpathy_splits.items()}
+
+
+@settings(max_examples=30, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(dataset=DATASET)
+def test_coco_captions_read_back_what_was_written(dataset, tmp_path_factory):
+    root = tmp_path_factory.mktemp("coco")
+    place_images(root, dataset)
+    data = load_dataset(write_coco(root / "captions.json", dataset))
+    assert data.captions == dataset
+    assert sorted(sum(data.splits.values(), [])) == sorted(dataset) and all(data.splits.values())
+
+
+@settings(max_examples=40, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(dataset=DATASET, kind=st.sampled_from(["jsonl", "csv"]), as_lists=st.booleans(), in_folders=st.booleans(),
+       column=st.sampled_from(["text", "caption"]))
+def test_imagefolder_reads_back_what_was_written(dataset, kind, as_lists, in_folders, column, tmp_path_factory):
+    root = tmp_path_factory.mktemp("imagefolder")
+    if kind == "csv" and not as_lists:  # a CSV cell holding a JSON list is read as a list of captions
+        dataset = {name: [c for c in caps if not c.startswith("[")] or ["a caption"] for name, caps in dataset.items()}
+    names = sorted(dataset)
+    parts = {"train": names[:-2], "validation": names[-2:-1], "test": names[-1:]} if in_folders else {"": names}
+    for folder, part in parts.items():
+        write_imagefolder(root / folder, {name: dataset[name] for name in part}, kind, as_lists, column)
+        place_images(root / folder, part)
+    data = load_dataset(root)
+    written = {f"{folder}/{name}" if folder else name: dataset[name] for folder, part in parts.items() for name in part}
+    assert data.captions == written
+    if in_folders:
+        assert data.splits == {"train": [f"train/{n}" for n in parts["train"]],
+                               "dev": [f"validation/{n}" for n in parts["validation"]],
+                               "test": [f"test/{n}" for n in parts["test"]]}

@@ -95,3 +95,183 @@ def test_train_evaluate_and_load_on_each_format(kind, pool, tmp_path, tmp_path_f
 
     captioner = Captioner.from_pretrained(out, backbone_weights="none", encoder="keras")
     assert captioner.caption(dataset.image_path(dataset.split("test")[0])).split()
+
+
+# --- detection, splits and options, on files alone (the loaders only check that images exist) --------------
+
+def small(n=6) -> dict[str, list[str]]:
+    return {name: CAPTIONS[name] for name in NAMES[:n]}
+
+
+@pytest.mark.parametrize("kind", BUILDERS)
+def test_each_format_is_detected(kind, tmp_path):
+    data, _ = BUILDERS[kind](tmp_path, None)
+    assert detect_format(data).name == kind.partition("-")[0]
+
+
+def test_a_format_nobody_wrote_is_refused_with_the_list_of_formats(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello\n")
+    with pytest.raises(DatasetError, match="none of the dataset formats") as error:
+        load_dataset(tmp_path)
+    assert all(name in str(error.value) for name in FORMATS)
+
+
+def test_format_overrides_detection_and_says_what_does_not_fit(tmp_path):
+    coco_file = write_coco(tmp_path / "captions.json", small())
+    with pytest.raises(DatasetError, match=r"captions.json: images\[0\]: expected an object with a 'filename'"):
+        load_dataset(coco_file, format="karpathy")
+
+
+def test_help_lists_every_format(capsys):
+    with pytest.raises(SystemExit):
+        train.parse_args(["--help"])
+    listed = capsys.readouterr().out
+    assert all(f"  {f.name}: {f.shape.split()[0]}" in listed for f in FORMATS.values())
+
+
+def test_restval_is_train_and_val_is_dev(tmp_path):
+    place_images(tmp_path, small(4))
+    split_of = dict(zip(NAMES[:4], ["train", "restval", "val", "test"]))
+    data = load_dataset(write_karpathy(tmp_path / "dataset_x.json", small(4), split_of))
+    assert data.splits == {"train": NAMES[:2], "dev": [NAMES[2]], "test": [NAMES[3]]}
+    assert data.format == "karpathy" and data.captions[NAMES[0]] == CAPTIONS[NAMES[0]]
+
+
+@pytest.mark.parametrize("kind, as_lists", [("jsonl", False), ("jsonl", True), ("csv", False), ("csv", True)])
+def test_imagefolder_reads_several_captions_per_image_as_rows_or_as_a_list(tmp_path, kind, as_lists):
+    write_imagefolder(tmp_path / "validation", small(2), kind, as_lists)
+    write_imagefolder(tmp_path / "train", {n: CAPTIONS[n] for n in NAMES[2:5]}, kind, as_lists, column="caption")
+    place_images(tmp_path / "validation", NAMES[:2])
+    place_images(tmp_path / "train", NAMES[2:5])
+    data = load_dataset(tmp_path)
+    assert data.splits == {"train": [f"train/{n}" for n in NAMES[2:5]], "dev": [f"validation/{n}" for n in NAMES[:2]]}
+    assert data.captions["validation/p0.jpg"] == CAPTIONS["p0.jpg"] and len(CAPTIONS["p0.jpg"]) == 3
+
+
+def test_coco_file_is_split_by_ratio_deterministically_with_images_from_the_images_option(tmp_path):
+    place_images(tmp_path / "val2014", NAMES)
+    annotations = write_coco(tmp_path / "annotations" / "captions_val2014.json", CAPTIONS)
+    first = load_dataset(annotations, images=tmp_path / "val2014", split_ratio=(8, 2, 2))
+    second = load_dataset(annotations, images=tmp_path / "val2014", split_ratio=(8, 2, 2))
+    assert first.splits == second.splits
+    assert {k: len(v) for k, v in first.splits.items()} == {"train": 8, "dev": 2, "test": 2}
+    assert sorted(sum(first.splits.values(), [])) == sorted(NAMES)
+    assert first.image_path("p3.jpg") == tmp_path / "val2014" / "p3.jpg"
+    default = load_dataset(annotations, images=tmp_path / "val2014")  # 0.8, 0.1, 0.1
+    assert {k: len(v) for k, v in default.splits.items()} == {"train": 10, "dev": 1, "test": 1}
+
+
+def test_a_coco_folder_without_test_captions_halves_val_into_dev_and_test(tmp_path):
+    data, _ = build_coco(tmp_path, None)
+    splits = load_dataset(data).splits
+    assert splits["train"] == [f"train2014/{n}" for n in SPLITS["train"]]
+    assert sorted(splits["dev"] + splits["test"]) == sorted(f"val2014/{n}" for n in NAMES[8:])
+    assert len(splits["dev"]) == len(splits["test"]) == 2
+
+
+@pytest.mark.parametrize("kind, flag", [("karpathy", "--split-ratio"), ("flickr8k", "--split-ratio"),
+                                        ("imagefolder-jsonl", "--split-ratio"), ("imagefolder-jsonl", "--images")])
+def test_options_that_do_not_apply_are_refused(kind, flag, tmp_path):
+    data, extra = BUILDERS[kind](tmp_path / "data", None)
+    option = {"--split-ratio": {"split_ratio": (1, 1, 1)}, "--images": {"images": tmp_path}}[flag]
+    with pytest.raises(DatasetError, match=flag):
+        load_dataset(data, **option, **({"images": extra[1]} if "--images" in extra else {}))
+
+
+def test_a_bad_split_ratio_is_an_argument_error(capsys):
+    with pytest.raises(SystemExit):
+        train.parse_args(["--data", "x", "--split-ratio", "0.8,0.2"])
+    assert "TRAIN,DEV,TEST" in capsys.readouterr().err
+
+
+# --- malformed files: the error names the file and the line or record ------------------------------------
+
+def karpathy_not_json(tmp_path):
+    path = tmp_path / "dataset_x.json"
+    path.write_text('{"images": [\n  {"sentences": [}\n]}')
+    return path
+
+
+def karpathy_missing_sentences(tmp_path):
+    path = write_karpathy(tmp_path / "dataset_x.json", small(3), dict.fromkeys(NAMES[:3], "train"))
+    data = json.loads(path.read_text())
+    del data["images"][1]["sentences"]
+    path.write_text(json.dumps(data))
+    return path
+
+
+def coco_unknown_image(tmp_path):
+    path = write_coco(tmp_path / "captions.json", small(3))
+    data = json.loads(path.read_text())
+    data["annotations"][4]["image_id"] = 999
+    path.write_text(json.dumps(data))
+    return path
+
+
+def jsonl_broken_line(tmp_path):
+    write_imagefolder(tmp_path, small(3))
+    lines = (tmp_path / "metadata.jsonl").read_text().splitlines()
+    lines[2] = lines[2][:-1]  # the closing brace
+    (tmp_path / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    return tmp_path / "metadata.jsonl"
+
+
+def csv_without_caption(tmp_path):
+    write_imagefolder(tmp_path, small(3), "csv")
+    lines = (tmp_path / "metadata.csv").read_text().splitlines()
+    lines[3] = lines[3].split(",")[0] + ","
+    (tmp_path / "metadata.csv").write_text("\n".join(lines) + "\n")
+    return tmp_path / "metadata.csv"
+
+
+@pytest.mark.parametrize("breakage, where", [
+    (karpathy_not_json, r"dataset_x.json:2:18: not valid JSON"),
+    (karpathy_missing_sentences, r"dataset_x.json: images\[1\] \(p1.jpg\): expected a non-empty 'sentences' list"),
+    (coco_unknown_image, r"captions.json: annotations\[4\]: image_id 999 is not among the file's images"),
+    (jsonl_broken_line, r"metadata.jsonl:3: not valid JSON"),
+    (csv_without_caption, r"metadata.csv:4: text: expected a caption"),
+])
+def test_a_malformed_file_is_named_with_its_line_or_record(breakage, where, tmp_path):
+    path = breakage(tmp_path)
+    place_images(tmp_path, NAMES[:3])
+    with pytest.raises(DatasetError, match=where):
+        load_dataset(path if path.suffix == ".json" else path.parent)
+
+
+# --- images listed but not on disk -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["karpathy", "coco", "imagefolder-jsonl", "imagefolder-csv"])
+def test_missing_images_are_counted_and_named_and_stop_the_run(kind, tmp_path):
+    data, extra = BUILDERS[kind](tmp_path / "data", None)
+    dataset = load_dataset(data, images=extra[1] if "--images" in extra else None)
+    gone = [name for name in dataset.captions if name.endswith(("p1.jpg", "p3.jpg", "p4.jpg"))]
+    for name in gone:
+        dataset.image_path(name).unlink()
+    with pytest.raises(DatasetError, match="--skip-missing") as error:
+        load_dataset(data, images=extra[1] if "--images" in extra else None)
+    assert "3 of " in str(error.value) and all(name in str(error.value) for name in gone)
+
+
+def test_only_the_first_missing_images_are_named(tmp_path):
+    place_images(tmp_path, NAMES[:2])
+    with pytest.raises(DatasetError, match=r"10 of 12 images .*: p2.jpg, p3.jpg, p4.jpg, p5.jpg, p6.jpg \.\.\.;"):
+        load_dataset(write_coco(tmp_path / "captions.json", CAPTIONS))
+
+
+def test_skip_missing_warns_and_goes_on_without_them(tmp_path, caplog):
+    place_images(tmp_path, [n for n in NAMES if n != "p9.jpg"])
+    path = write_karpathy(tmp_path / "dataset_x.json", CAPTIONS, {n: "train" if n in SPLITS["train"] else
+                                                                  "val" if n in SPLITS["dev"] else "test" for n in NAMES})
+    with caplog.at_level(logging.WARNING):
+        data = load_dataset(path, skip_missing=True)
+    assert "1 of 12 images listed in" in caplog.text and "p9.jpg" in caplog.text
+    assert "p9.jpg" not in data.captions and data.splits["dev"] == ["p8.jpg"]
+
+
+def test_flickr8k_skips_missing_images_without_being_asked(tmp_path, caplog):
+    """The original token file lists a bogus `.jpg.1`: the real dataset loads as it comes."""
+    root = write_flickr8k(tmp_path, CAPTIONS, SPLITS)
+    (root / "Flicker8k_Dataset" / "p0.jpg").unlink()
+    with caplog.at_level(logging.WARNING):
+        data = load_dataset(root)
+    assert "p0.jpg" in caplog.text and data.split("train") == NAMES[1:8]

@@ -57,11 +57,18 @@ def csv_rows(path: Path):
         for row in reader:
             for key, value in row.items():
                 if isinstance(value, str) and value.lstrip().startswith("["):
-                    try:
-                        row[key] = json.loads(value)
-                    except json.JSONDecodeError:
-                        pass  # a caption that only starts with a bracket
+                    row[key] = caption_list(value)
             yield reader.line_num, row
+
+
+def caption_list(cell: str) -> list[str] | str:
+    """A CSV cell holding a JSON list of captions as the list; any other cell (a caption that only starts with
+    a bracket) as it is."""
+    try:
+        value = json.loads(cell)
+    except json.JSONDecodeError:
+        return cell
+    return value if isinstance(value, list) and all(isinstance(text, str) for text in value) else cell
 
 
 def read_metadata(path: Path, prefix: str) -> dict[str, list[str]]:
