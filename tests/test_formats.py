@@ -216,6 +216,14 @@ def jsonl_broken_line(tmp_path):
     return tmp_path / "metadata.jsonl"
 
 
+def jsonl_without_file_name(tmp_path):
+    write_imagefolder(tmp_path, small(3))
+    lines = (tmp_path / "metadata.jsonl").read_text().splitlines()
+    lines[1] = json.dumps({"text": "A dog ."})
+    (tmp_path / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    return tmp_path / "metadata.jsonl"
+
+
 def csv_without_caption(tmp_path):
     write_imagefolder(tmp_path, small(3), "csv")
     lines = (tmp_path / "metadata.csv").read_text().splitlines()
@@ -229,6 +237,7 @@ def csv_without_caption(tmp_path):
     (karpathy_missing_sentences, r"dataset_x.json: images\[1\] \(p1.jpg\): expected a non-empty 'sentences' list"),
     (coco_unknown_image, r"captions.json: annotations\[4\]: image_id 999 is not among the file's images"),
     (jsonl_broken_line, r"metadata.jsonl:3: not valid JSON"),
+    (jsonl_without_file_name, r"metadata.jsonl:2: expected a 'file_name', got None"),
     (csv_without_caption, r"metadata.csv:4: text: expected a caption"),
 ])
 def test_a_malformed_file_is_named_with_its_line_or_record(breakage, where, tmp_path):
