@@ -35,7 +35,7 @@ import warnings
 from pathlib import Path
 
 import pipeline  # noqa: F401  (first: it sets NumPy's and TensorFlow's environment)
-from pipeline.formats import add_data_arguments, dataset_from_args  # noqa: E402
+from pipeline.formats import add_data_arguments, dataset_from_args
 
 ROOT = Path(__file__).resolve().parent
 
@@ -523,7 +523,8 @@ def main(argv=None):
     test = dataset.split("test")
     captioner = Captioner.from_pretrained(args.weights, args.backbone_weights, encoder="keras")
     paths = [dataset.image_path(n) for n in cycle(test, args.latency_images)]
-    features = extract_features(captioner.image_encoder, dataset.image_dir, cycle(test, args.latency_images), args.cache_dir)
+    features = extract_features(captioner.image_encoder, dataset.image_dir, cycle(test, args.latency_images),
+                                args.cache_dir)
 
     report = {"device": {"machine": platform.machine(), "processor": cpu_model(),
                          "cpu_cores": os.cpu_count(), "tensorflow": tf.__version__, "keras": keras.__version__},

@@ -4,7 +4,7 @@ import json
 import shutil
 from pathlib import Path
 
-KARPATHY_SPLITS = {"train": "train", "dev": "val", "test": "test"}
+KARPATHY_SPLITS = {"train": "train", "dev": "val", "test": "test"}  # our split -> its name in Karpathy's JSON
 
 
 def place_images(image_dir: Path, names, pool: list[Path] | None = None) -> None:
@@ -35,7 +35,8 @@ def write_karpathy(path: Path, captions: dict[str, list[str]], split_of: dict[st
     for name, caps in captions.items():
         folder, _, file_name = name.rpartition("/")
         image = {"filepath": folder} if folder else {}
-        image.update(filename=file_name, split=split_of[name], sentences=[{"raw": c, "tokens": c.split()} for c in caps])
+        image.update(filename=file_name, split=split_of[name],
+                     sentences=[{"raw": c, "tokens": c.split()} for c in caps])
         images.append(image)
     path.write_text(json.dumps({"images": images, "dataset": "tiny"}), encoding="utf-8")
     return path

@@ -11,7 +11,8 @@ from pipeline import Captioner
 from pipeline.data import DatasetError
 from pipeline.formats import FORMATS, detect_format, load_dataset
 from conftest import write_image
-from dataset_writers import place_images, write_coco, write_flickr8k, write_imagefolder, write_karpathy
+from dataset_writers import (KARPATHY_SPLITS, place_images, write_coco, write_flickr8k, write_imagefolder,
+                             write_karpathy)
 
 SUBJECTS = ["A dog", "Two children", "A man", "A woman", "A bird", "Three girls"]
 ACTIONS = ["runs on the grass .", "plays in the sand .", "rides a red bike .", "jumps into the water ."]
@@ -119,7 +120,7 @@ def test_a_format_nobody_wrote_is_refused_with_the_list_of_formats(tmp_path):
 def test_format_overrides_detection_and_says_what_does_not_fit(tmp_path):
     coco_file = write_coco(tmp_path / "captions.json", small())
     with pytest.raises(DatasetError, match=r"captions.json: images\[0\]: expected an object with a 'filename'"):
-        load_dataset(coco_file, format="karpathy")
+        load_dataset(coco_file, format_name="karpathy")
 
 
 def test_help_lists_every_format(capsys):
@@ -269,8 +270,8 @@ def test_only_the_first_missing_images_are_named(tmp_path):
 
 def test_skip_missing_warns_and_goes_on_without_them(tmp_path, caplog):
     place_images(tmp_path, [n for n in NAMES if n != "p9.jpg"])
-    path = write_karpathy(tmp_path / "dataset_x.json", CAPTIONS, {n: "train" if n in SPLITS["train"] else
-                                                                  "val" if n in SPLITS["dev"] else "test" for n in NAMES})
+    path = write_karpathy(tmp_path / "dataset_x.json", CAPTIONS,
+                          {name: KARPATHY_SPLITS[split] for split, names in SPLITS.items() for name in names})
     with caplog.at_level(logging.WARNING):
         data = load_dataset(path, skip_missing=True)
     assert "1 of 12 images listed in" in caplog.text and "p9.jpg" in caplog.text

@@ -29,15 +29,15 @@ def detect_format(path: Path) -> DatasetFormat:
                        "(--format NAME reads it as that one and says what is wrong)")
 
 
-def load_dataset(path: str | Path, format: str | None = None, images: str | Path | None = None,
+def load_dataset(path: str | Path, format_name: str | None = None, images: str | Path | None = None,
                  split_ratio: tuple[float, float, float] | None = None, skip_missing: bool = False) -> CaptionDataset:
-    """Read the dataset at `path` (a folder or a file) in `format`, else in the format it is detected to be in."""
+    """Read the dataset at `path` (a folder or a file) in the format named, else in the one it is detected to be in."""
     path = Path(path).expanduser()
     if not path.exists():
         raise DatasetError(f"dataset not found: {path}")
-    if format is not None and format not in FORMATS:
-        raise DatasetError(f"unknown dataset format {format!r}; the formats are {', '.join(FORMATS)}")
-    dataset_format = FORMATS[format] if format else detect_format(path)
+    if format_name is not None and format_name not in FORMATS:
+        raise DatasetError(f"unknown dataset format {format_name!r}; the formats are {', '.join(FORMATS)}")
+    dataset_format = FORMATS[format_name] if format_name else detect_format(path)
     options = LoadOptions(Path(images).expanduser() if images else None, split_ratio, skip_missing)
     for option, flag in OPTION_FLAGS.items():
         if getattr(options, option) and option not in dataset_format.accepts:

@@ -23,8 +23,8 @@ SPLIT_NAMES = {"train": "train", "val": "dev", "test": "test"}
 
 
 def annotation_files(root: Path) -> list[Path]:
-    folder = root / ANNOTATIONS
-    return sorted(p for p in folder.glob("captions_*.json") if PART_PATTERN.fullmatch(p.name)) if folder.is_dir() else []
+    # glob() of a folder that does not exist finds nothing
+    return sorted(p for p in (root / ANNOTATIONS).glob("captions_*.json") if PART_PATTERN.fullmatch(p.name))
 
 
 def detect(path: Path) -> bool:
