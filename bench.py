@@ -35,6 +35,7 @@ import warnings
 from pathlib import Path
 
 import pipeline  # noqa: F401  (first: it sets NumPy's and TensorFlow's environment)
+from pipeline.formats import add_data_arguments, dataset_from_args
 
 ROOT = Path(__file__).resolve().parent
 
@@ -78,13 +79,12 @@ INSTALL_KEYS = ("install_mb", "keras_install_mb", "install_size_ratio")
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=str(ROOT.parent / "shared" / "flickr8k"),
-                   help="Flickr8k folder (default: ../shared/flickr8k beside the repo)")
     p.add_argument("--weights", default="weights", help="model folder (default: weights)")
     p.add_argument("--backbone-weights", help="as for train.py; default $CAPTION_BACKBONE_WEIGHTS, else imagenet")
     p.add_argument("--cache-dir", help="feature cache root (default $CAPTION_CACHE_DIR or ~/.cache/flickr8k-captioner)")
     p.add_argument("--json", metavar="OUT", help="write the measurements here")
-    p.add_argument("--images", type=int, default=40, help="test images timed for each latency (default 40)")
+    # not --images: that names the dataset's image root (add_data_arguments)
+    p.add_argument("--latency-images", type=int, default=40, help="test images timed for each latency (default 40)")
     p.add_argument("--original-images", type=int, default=10,
                    help="test images captioned the original way (default 10; about 0.8 s each)")
     p.add_argument("--train-captions", type=int, default=1000,
@@ -97,9 +97,10 @@ def parse_args(argv=None):
                         "TensorFlow and Keras) and compare their sizes; needs the package registry or pip's cache")
     p.add_argument("--quick", action="store_true",
                    help="a smoke run: 2 images, 1 original caption, 20 training captions, 1 round (for tests)")
+    add_data_arguments(p, default=str(ROOT.parent / "shared" / "flickr8k"))
     args = p.parse_args(argv)
     if args.quick:
-        args.images, args.original_images, args.train_captions, args.rounds = 2, 1, 20, 1
+        args.latency_images, args.original_images, args.train_captions, args.rounds = 2, 1, 20, 1
     return args
 
 
@@ -516,19 +517,19 @@ def main(argv=None):
     import tensorflow as tf
 
     from pipeline import Captioner
-    from pipeline.data import load_flickr8k
     from pipeline.feature_cache import extract_features
 
-    dataset = load_flickr8k(args.data)
+    dataset = dataset_from_args(args)
     test = dataset.split("test")
     captioner = Captioner.from_pretrained(args.weights, args.backbone_weights, encoder="keras")
-    paths = [dataset.image_path(n) for n in cycle(test, args.images)]
-    features = extract_features(captioner.image_encoder, dataset.image_dir, cycle(test, args.images), args.cache_dir)
+    paths = [dataset.image_path(n) for n in cycle(test, args.latency_images)]
+    features = extract_features(captioner.image_encoder, dataset.image_dir, cycle(test, args.latency_images),
+                                args.cache_dir)
 
     report = {"device": {"machine": platform.machine(), "processor": cpu_model(),
                          "cpu_cores": os.cpu_count(), "tensorflow": tf.__version__, "keras": keras.__version__},
               "settings": {"weights": str(args.weights), "backbone_weights": captioner.image_encoder.weights,
-                           "images": args.images, "original_images": args.original_images,
+                           "images": args.latency_images, "original_images": args.original_images,
                            "beam_size": args.beam_size, "quick": args.quick}}
     steps = [
         ("encoder", lambda: bench_encoder(captioner, paths)),

@@ -1,4 +1,4 @@
-"""Caption a Flickr8k split with a trained model and score it (see README.md, "Evaluation").
+"""Caption a dataset split with a trained model and score it (see README.md, "Evaluation").
 
   python evaluate.py --data ../shared/flickr8k --weights weights --split test --beam-size 3 --json r.json
 
@@ -31,9 +31,9 @@ from pipeline import Captioner
 from pipeline.artifact import WEIGHTS_FILE
 from pipeline.bertscore import DEFAULT_MODEL, bertscore, load_scorer
 from pipeline.captioner import ENCODER_CHOICES
-from pipeline.data import load_flickr8k
 from pipeline.feature_cache import extract_features
 from pipeline.files import atomic_path, sha256_of, write_text_atomically
+from pipeline.formats import add_data_arguments, dataset_from_args
 from pipeline.metrics import caption_metrics
 
 log = logging.getLogger("evaluate")
@@ -45,7 +45,6 @@ BERTSCORE_PENDING = "not finished: evaluate.py stopped before BERTScore complete
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="Flickr8k folder (original or Kaggle layout)")
     p.add_argument("--weights", default="weights", help="model folder (default: weights)")
     p.add_argument("--split", default="test", choices=["train", "dev", "test"],
                    help="split to caption (default test; tune on dev)")
@@ -78,6 +77,7 @@ def parse_args(argv=None):
                     help="how the report names the model (default: the Hub name, or a local folder's name; "
                          "the path itself is never written, since reports get published)")
     bs.add_argument("--no-bertscore", action="store_true", help="skip BERTScore (quick runs, no torch)")
+    add_data_arguments(p)
     args = p.parse_args(argv)
     if not args.bertscore_model_name:
         local = Path(args.bertscore_model).exists()
@@ -152,7 +152,7 @@ def save_reports(args, report: dict) -> str:
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    dataset = load_flickr8k(args.data)
+    dataset = dataset_from_args(args)
     names = dataset.split(args.split)[:args.limit_images]
     scorer = None if args.no_bertscore else load_bertscore(args.bertscore_model, args.bertscore_layers,
                                                            args.bertscore_model_name)

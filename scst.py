@@ -22,7 +22,8 @@ from tqdm import tqdm
 
 from pipeline.artifact import SELF_CRITICAL_LOG, ArtifactError
 from pipeline.captioner import ENCODER_CHOICES, load_artifact
-from pipeline.data import load_flickr8k
+from pipeline.data import DatasetError
+from pipeline.formats import add_data_arguments, dataset_from_args
 
 log = logging.getLogger("scst")
 CHECKPOINTS = ".checkpoints-scst"
@@ -32,7 +33,6 @@ MONITOR = "val_cider"
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="runs/train", help="model folder trained by train.py (default: runs/train)")
-    p.add_argument("--data", required=True, help="Flickr8k folder (original or Kaggle layout)")
     p.add_argument("--out", default="runs/scst", help="model folder to write (default: runs/scst)")
     p.add_argument("--encoder", choices=ENCODER_CHOICES, default="auto",
                    help="features from: auto (default) is what the folder serves, its exported encoder")
@@ -47,6 +47,7 @@ def parse_args(argv=None):
     p.add_argument("--limit-images", type=int, help="train on the first N train images (and N/4 dev): for tests")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fresh", action="store_true", help="start over even if OUT holds an interrupted run")
+    add_data_arguments(p)
     args = p.parse_args(argv)
     if args.samples < 2:
         p.error("--samples must be at least 2: each sample's baseline is the mean of the others")
@@ -72,9 +73,9 @@ def main(argv=None):
     source, out = Path(args.model), Path(args.out)
     try:
         _, vocab, config = load_artifact(source)
-    except ArtifactError as error:
+        dataset = dataset_from_args(args)
+    except (ArtifactError, DatasetError) as error:
         raise SystemExit(f"error: {error}") from None
-    dataset = load_flickr8k(args.data)
     import keras
 
     from pipeline.artifact import WEIGHTS_FILE, build_keras_decoder, save_artifact
@@ -150,7 +151,8 @@ def main(argv=None):
     history = checkpoint.history
     best = max(history, key=lambda row: row[MONITOR])
     config.setdefault("training", {})["self_critical"] = {
-        "from": str(source), "train_images": len(train_names), "dev_images": len(dev_names),
+        "from": source.name, "data": {"format": dataset.format, "source": dataset.source.name},
+        "train_images": len(train_names), "dev_images": len(dev_names),
         "features": image_encoder.name, "epochs_run": len(history), "best_epoch": int(best["epoch"]) + 1,
         "best_dev_cider": round(float(best[MONITOR]), 4), "samples": args.samples, "batch_size": args.batch_size,
         "learning_rate": args.learning_rate, "seed": args.seed,

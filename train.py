@@ -1,4 +1,4 @@
-"""Train the merge captioner on Flickr8k and save a model folder (see README.md).
+"""Train the merge captioner on Flickr8k or your own data and save a model folder (see README.md).
 
 Extracts Xception features (cached on disk), trains the decoder with early stopping on the dev
 split, and writes config.json, vocab.json, decoder.weights.h5 and training_log.csv to --out.
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from pipeline.artifact import TRAINING_LOG
-from pipeline.data import load_flickr8k
+from pipeline.formats import add_data_arguments, dataset_from_args
 from pipeline.vocab import Vocabulary, clean_caption
 
 log = logging.getLogger("train")
@@ -25,7 +25,6 @@ MONITOR = "val_cider"  # the kept model is the one whose dev captions score best
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="Flickr8k folder (original or Kaggle layout)")
     # not weights/: that holds the published model and its metrics.json, which would then describe other weights
     p.add_argument("--out", default="runs/train", help="model folder to write (default: runs/train)")
     p.add_argument("--backbone-weights", help="Xception weights: 'imagenet' (download), 'none' (random, for "
@@ -46,6 +45,7 @@ def parse_args(argv=None):
                    "(export_encoder.py can do it later); the folder then serves only with TensorFlow")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="publish the model folder to this Hub repo")
     p.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
+    add_data_arguments(p)
     return p.parse_args(argv)
 
 
@@ -53,12 +53,13 @@ def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     started = time.time()
-    dataset = load_flickr8k(args.data)  # before anything in --out is touched, and before TensorFlow loads
+    dataset = dataset_from_args(args)  # before anything in --out is touched, and before TensorFlow loads
     # TensorFlow takes seconds to import: only after the arguments and the data are known to be good
     import keras
 
     from pipeline.artifact import build_keras_decoder, make_config, save_artifact, write_config
     from pipeline.encoder import ImageEncoder
+    from pipeline.familiarity import Familiarity
     from pipeline.feature_cache import extract_features
     from pipeline.openvino_encoder import export
     from pipeline.training import (DevCider, ResumableTraining, caption_sequences, make_dataset, masked_accuracy,
@@ -114,7 +115,8 @@ def main(argv=None):
     history = checkpoint.history
     best = max(history, key=lambda row: row[MONITOR])
     config["training"] = {
-        "data": "flickr8k", "train_images": len(train_names), "train_captions": len(train_seqs),
+        "data": {"format": dataset.format, "source": dataset.source.name},
+        "train_images": len(train_names), "train_captions": len(train_seqs),
         "dev_images": len(dev_names), "epochs_run": len(history), "best_epoch": int(best["epoch"]) + 1,
         "best_dev_cider": round(float(best[MONITOR]), 4), "dev_loss": round(float(best["val_loss"]), 4),
         "batch_size": args.batch_size,
@@ -122,6 +124,7 @@ def main(argv=None):
         "remove_stop_words": args.remove_stop_words, "seed": args.seed,
         "train_seconds": round(sum(r.get("seconds", 0) for r in history), 1),
         "wall_seconds_this_run": round(time.time() - started, 1)}
+    config["familiarity"] = Familiarity.fit(train_features, dev_features).save(out)
     save_artifact(out, model, vocab, config)
     if not args.no_export:  # the app serves the exported encoder; without one it needs TensorFlow
         log.info("exporting the encoder for serving (OpenVINO)")

@@ -104,11 +104,11 @@ def main(argv=None):
     args = p.parse_args(argv)
     import numpy as np
 
-    from pipeline.data import load_flickr8k
+    from pipeline.formats import load_dataset
     from pipeline.encoder import IMAGE_SIZE, ImageEncoder
     from pipeline.images import load_image, to_model_input
 
-    dataset = load_flickr8k(args.data)
+    dataset = load_dataset(args.data)
     pixels = np.stack([to_model_input(load_image(dataset.image_path(n)), IMAGE_SIZE)
                        for n in dataset.split("test")[:args.images]])
     with tempfile.TemporaryDirectory() as tmp:

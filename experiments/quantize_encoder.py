@@ -123,11 +123,11 @@ def build(variant: str, encoder, model_file: Path | None = None):
 def time_variant(args) -> dict:
     """Latency at batch 1 and images/s at batch 32, in this fresh process (the child of main)."""
     import numpy as np
-    from pipeline.data import load_flickr8k
+    from pipeline.formats import load_dataset
     from pipeline.encoder import IMAGE_SIZE, resolve_backbone_weights
     from pipeline.images import load_image, to_model_input
 
-    dataset = load_flickr8k(args.data)
+    dataset = load_dataset(args.data)
     names = dataset.split("test")[:max(args.latency_images, 32)]
     pixels = np.stack([to_model_input(load_image(dataset.image_path(n)), IMAGE_SIZE) for n in names])
     model_file = Path(args.model_file) if args.model_file else None
@@ -159,13 +159,13 @@ def main(argv=None):
     from tqdm import tqdm
 
     from pipeline import Captioner
-    from pipeline.data import load_flickr8k
+    from pipeline.formats import load_dataset
     from pipeline.encoder import IMAGE_SIZE
     from pipeline.feature_cache import extract_features
     from pipeline.images import load_image, to_model_input
     from pipeline.metrics import caption_metrics
 
-    dataset = load_flickr8k(args.data)
+    dataset = load_dataset(args.data)
     names = dataset.split("test")[:args.limit_images]
     captioner = Captioner.from_pretrained(args.weights, args.backbone_weights, encoder="keras")
     encoder = captioner.image_encoder

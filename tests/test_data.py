@@ -4,13 +4,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.data import DatasetError, load_flickr8k
+from pipeline.data import DatasetError
+from pipeline.formats import karpathy, load_dataset
 from conftest import SHARED_FLICKR8K, needs_shared, write_image
+from dataset_writers import place_images, write_coco, write_imagefolder, write_karpathy
 
 
 def test_original_layout_skips_missing_image_once_and_reads_crlf(original_layout, caplog):
     with caplog.at_level(logging.WARNING):
-        data = load_flickr8k(original_layout)
+        data = load_dataset(original_layout)
     assert "2258277193_586949ec62.jpg.1" not in data.captions
     assert [r for r in caplog.records if "2258277193_586949ec62.jpg.1" in r.getMessage()].__len__() == 1
     assert data.split("train") == ["img0.jpg", "img1.jpg", "img2.jpg", "img3.jpg"]
@@ -27,7 +29,7 @@ def test_kaggle_layout_makes_deterministic_split(tmp_path, caplog):
         rows += [f"k{i}.jpg,A cat, sitting on mat number {i} ." for _ in range(5)]
     (tmp_path / "captions.txt").write_text("\r\n".join(rows))
     with caplog.at_level(logging.WARNING):
-        first, second = load_flickr8k(tmp_path), load_flickr8k(tmp_path)
+        first, second = load_dataset(tmp_path), load_dataset(tmp_path)
     assert "no split files" in caplog.text
     assert first.splits == second.splits
     sizes = {k: len(v) for k, v in first.splits.items()}
@@ -45,14 +47,14 @@ def test_kaggle_layout_makes_deterministic_split(tmp_path, caplog):
 def test_clear_errors_name_the_path(original_layout, breakage, message):
     breakage(original_layout)
     with pytest.raises(DatasetError, match=message) as error:
-        load_flickr8k(original_layout)
+        load_dataset(original_layout)
     assert str(original_layout) in str(error.value)
 
 
 def test_a_byte_order_mark_is_not_part_of_the_first_name(original_layout):
     token_file = original_layout / "Flickr8k_text" / "Flickr8k.token.txt"
     token_file.write_bytes(b"\xef\xbb\xbf" + token_file.read_bytes())
-    assert len(load_flickr8k(original_layout).captions["img0.jpg"]) == 5
+    assert len(load_dataset(original_layout).captions["img0.jpg"]) == 5
 
 
 def test_listed_images_without_captions_are_left_out_of_the_split(original_layout, caplog):
@@ -60,7 +62,7 @@ def test_listed_images_without_captions_are_left_out_of_the_split(original_layou
     token_file.write_text("".join(line + "\n" for line in token_file.read_text().splitlines()
                                   if not line.startswith("img1.jpg")))
     with caplog.at_level(logging.WARNING):
-        data = load_flickr8k(original_layout)
+        data = load_dataset(original_layout)
     assert data.split("train") == ["img0.jpg", "img2.jpg", "img3.jpg"]
     assert "Flickr_8k.trainImages.txt: 1 image(s) without captions" in caplog.text
 
@@ -70,7 +72,7 @@ def test_kaggle_captions_need_their_header(tmp_path):
     write_image(tmp_path / "Images" / "k.jpg", 0, (8, 8))
     (tmp_path / "captions.txt").write_text("k.jpg,A cat .\n")
     with pytest.raises(DatasetError, match="captions.txt: expected the header 'image,caption'"):
-        load_flickr8k(tmp_path)
+        load_dataset(tmp_path)
 
 
 def test_full_size_kaggle_flickr8k_splits_like_the_original(tmp_path):
@@ -79,20 +81,20 @@ def test_full_size_kaggle_flickr8k_splits_like_the_original(tmp_path):
     for name in names:
         (tmp_path / "Images" / name).touch()  # the loader only needs the files to exist
     (tmp_path / "captions.txt").write_text("image,caption\n" + "".join(f"{n},A photo .\n" for n in names))
-    data = load_flickr8k(tmp_path)
+    data = load_dataset(tmp_path)
     assert {k: len(v) for k, v in data.splits.items()} == {"train": 6091, "dev": 1000, "test": 1000}
 
 
 def test_wrong_folder(tmp_path):
-    with pytest.raises(DatasetError, match="neither"):
-        load_flickr8k(tmp_path)
+    with pytest.raises(DatasetError, match="none of the dataset formats"):
+        load_dataset(tmp_path)
     with pytest.raises(DatasetError, match="not found"):
-        load_flickr8k(tmp_path / "nope")
+        load_dataset(tmp_path / "nope")
 
 
 @needs_shared
 def test_real_flickr8k_splits():
-    data = load_flickr8k(SHARED_FLICKR8K)
+    data = load_dataset(SHARED_FLICKR8K)
     assert {k: len(v) for k, v in data.splits.items()} == {"train": 6000, "dev": 1000, "test": 1000}
     assert all(len(data.captions[n]) == 5 for n in data.split("test"))
 
@@ -123,7 +125,7 @@ def test_the_original_layout_reads_back_what_was_written(dataset, crlf, tmp_path
     for split, listed in splits.items():
         (root / "Flickr8k_text" / f"Flickr_8k.{split}Images.txt").write_text(newline.join(listed) + newline,
                                                                              encoding="utf-8", newline="")
-    data = load_flickr8k(root)
+    data = load_dataset(root)
     assert data.captions == dataset and data.splits == splits
 
 
@@ -143,6 +145,58 @@ def test_the_kaggle_layout_reads_back_what_was_written(dataset, tmp_path_factory
     writer.writerow(["image", "caption"])
     writer.writerows((name, caption) for name, captions in dataset.items() for caption in captions)
     (root / "captions.txt").write_text(text.getvalue(), encoding="utf-8")
-    data = load_flickr8k(root)
+    data = load_dataset(root)
     assert data.captions == dataset
     assert sorted(sum(data.splits.values(), [])) == sorted(dataset)
+
+
+# --- the other formats on generated files ---------------------------------------------------------------
+
+def split_of(data) -> dict[str, str]:
+    return {name: split for split, names in data.splits.items() for name in names}
+
+
+@settings(max_examples=30, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(dataset=DATASET, folder=st.sampled_from(["", "val2014"]), choices=st.data())
+def test_karpathy_json_reads_back_what_was_written(dataset, folder, choices, tmp_path_factory):
+    root = tmp_path_factory.mktemp("karpathy")
+    captions = {f"{folder}/{name}" if folder else name: caps for name, caps in dataset.items()}
+    karpathy_splits = {name: choices.draw(st.sampled_from(sorted(karpathy.SPLIT_NAMES))) for name in captions}
+    place_images(root, captions)
+    data = load_dataset(write_karpathy(root / "dataset_x.json", captions, karpathy_splits))
+    assert data.captions == captions
+    assert split_of(data) == {name: karpathy.SPLIT_NAMES[split] for name, split in karpathy_splits.items()}
+
+
+@settings(max_examples=30, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(dataset=DATASET)
+def test_coco_captions_read_back_what_was_written(dataset, tmp_path_factory):
+    root = tmp_path_factory.mktemp("coco")
+    place_images(root, dataset)
+    data = load_dataset(write_coco(root / "captions.json", dataset))
+    assert data.captions == dataset
+    assert sorted(sum(data.splits.values(), [])) == sorted(dataset) and all(data.splits.values())
+
+
+@settings(max_examples=40, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(dataset=DATASET, kind=st.sampled_from(["jsonl", "csv"]), as_lists=st.booleans(), in_folders=st.booleans(),
+       column=st.sampled_from(["text", "caption"]))
+def test_imagefolder_reads_back_what_was_written(dataset, kind, as_lists, in_folders, column, tmp_path_factory):
+    root = tmp_path_factory.mktemp("imagefolder")
+    if kind == "csv" and not as_lists:  # a CSV cell holding a JSON list is read as a list of captions
+        dataset = {name: [c for c in caps if not c.startswith("[")] or ["a caption"] for name, caps in dataset.items()}
+    names = sorted(dataset)
+    parts = {"train": names[:-2], "validation": names[-2:-1], "test": names[-1:]} if in_folders else {"": names}
+    for folder, part in parts.items():
+        write_imagefolder(root / folder, {name: dataset[name] for name in part}, kind, as_lists, column)
+        place_images(root / folder, part)
+    data = load_dataset(root)
+    written = {f"{folder}/{name}" if folder else name: dataset[name] for folder, part in parts.items() for name in part}
+    assert data.captions == written
+    if in_folders:
+        assert data.splits == {"train": [f"train/{n}" for n in parts["train"]],
+                               "dev": [f"validation/{n}" for n in parts["validation"]],
+                               "test": [f"test/{n}" for n in parts["test"]]}

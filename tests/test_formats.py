@@ -1,0 +1,287 @@
+"""Each dataset format: detected, read, trained on with train.py, scored with evaluate.py, and what it
+does with malformed files, missing images and split options."""
+import json
+import logging
+
+import pytest
+
+import evaluate
+import train
+from pipeline import Captioner
+from pipeline.data import DatasetError
+from pipeline.formats import FORMATS, detect_format, load_dataset
+from conftest import write_image
+from dataset_writers import (KARPATHY_SPLITS, place_images, write_coco, write_flickr8k, write_imagefolder,
+                             write_karpathy)
+
+SUBJECTS = ["A dog", "Two children", "A man", "A woman", "A bird", "Three girls"]
+ACTIONS = ["runs on the grass .", "plays in the sand .", "rides a red bike .", "jumps into the water ."]
+NAMES = [f"p{i}.jpg" for i in range(12)]
+CAPTIONS = {name: [f"{SUBJECTS[i % 6]} {ACTIONS[(i + k) % 4]}" for k in range(3)] for i, name in enumerate(NAMES)}
+SPLITS = {"train": NAMES[:8], "dev": NAMES[8:10], "test": NAMES[10:]}
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    """Small JPEGs that every dataset copies: the same bytes, so their features are computed once (content-keyed)."""
+    folder = tmp_path_factory.mktemp("pool")
+    return [write_image(folder / f"{i}.jpg", i) for i in range(len(NAMES))]
+
+
+def with_folder(folder: str, names) -> dict[str, list[str]]:
+    return {f"{folder}/{name}": CAPTIONS[name] for name in names}
+
+
+def build_flickr8k(root, pool):
+    return write_flickr8k(root, CAPTIONS, SPLITS, pool), []
+
+
+def build_karpathy(root, pool):
+    """COCO-like: images in two folders named by `filepath`, part of train as restval, --images for the root."""
+    captions = {**with_folder("train2014", SPLITS["train"]), **with_folder("val2014", SPLITS["dev"] + SPLITS["test"])}
+    split_of = dict(zip(captions, ["train"] * 6 + ["restval"] * 2 + ["val"] * 2 + ["test"] * 2))
+    place_images(root / "coco", captions, pool)
+    return write_karpathy(root / "dataset_tiny.json", captions, split_of), ["--images", str(root / "coco")]
+
+
+def build_coco(root, pool):
+    """A COCO download's layout: annotations/captions_{train,val}2014.json, images in train2014/ and val2014/."""
+    write_coco(root / "annotations" / "captions_train2014.json", {n: CAPTIONS[n] for n in SPLITS["train"]})
+    write_coco(root / "annotations" / "captions_val2014.json", {n: CAPTIONS[n] for n in SPLITS["dev"] + SPLITS["test"]})
+    place_images(root, {**with_folder("train2014", SPLITS["train"]),
+                        **with_folder("val2014", SPLITS["dev"] + SPLITS["test"])}, pool)
+    return root, []
+
+
+def build_imagefolder_jsonl(root, pool):
+    """Split folders, one row per caption."""
+    for folder, split in (("train", "train"), ("validation", "dev"), ("test", "test")):
+        write_imagefolder(root / folder, {n: CAPTIONS[n] for n in SPLITS[split]}, "jsonl")
+        place_images(root / folder, SPLITS[split], pool)
+    return root, []
+
+
+def build_imagefolder_csv(root, pool):
+    """One metadata.csv at the top with a JSON list of captions per image, split by --split-ratio."""
+    write_imagefolder(root, {f"images/{n}": caps for n, caps in CAPTIONS.items()}, "csv", as_lists=True,
+                      column="caption")
+    place_images(root / "images", NAMES, pool)
+    return root, ["--split-ratio", "0.6,0.2,0.2"]
+
+
+BUILDERS = {"flickr8k": build_flickr8k, "karpathy": build_karpathy, "coco": build_coco,
+            "imagefolder-jsonl": build_imagefolder_jsonl, "imagefolder-csv": build_imagefolder_csv}
+
+
+@pytest.mark.parametrize("kind", BUILDERS)
+def test_train_evaluate_and_load_on_each_format(kind, pool, tmp_path, tmp_path_factory, monkeypatch):
+    # the metrics' Java tools (PTB tokenizer, METEOR) take seconds to start and are tested in test_metrics.py
+    monkeypatch.setattr("pipeline.metrics.java_available", lambda: False)
+    data, extra = BUILDERS[kind](tmp_path / "data", pool)
+    out, cache = tmp_path / "model", tmp_path_factory.getbasetemp() / "feature-cache"  # one cache for all formats
+    common = ["--data", str(data), *extra, "--backbone-weights", "none", "--cache-dir", str(cache)]
+    train.main([*common, "--out", str(out), "--epochs", "1", "--min-count", "1", "--batch-size", "8", "--no-export"])
+    training = json.loads((out / "config.json").read_text())["training"]
+    dataset = load_dataset(data, split_ratio=(0.6, 0.2, 0.2) if "--split-ratio" in extra else None,
+                           images=extra[1] if "--images" in extra else None)
+    assert training["data"] == {"format": kind.partition("-")[0], "source": data.name}
+    assert training["train_images"] == len(dataset.split("train")) >= 6 and training["epochs_run"] == 1
+
+    report = tmp_path / "report.json"
+    evaluate.main([*common, "--weights", str(out), "--split", "test", "--no-bertscore", "--bootstrap", "10",
+                   "--json", str(report)])
+    assert json.loads(report.read_text())["n_images"] == len(dataset.split("test")) >= 2
+    images = [line.split(",")[0] for line in report.with_suffix(".csv").read_text().splitlines()[1:]]
+    assert images == dataset.split("test")
+
+    captioner = Captioner.from_pretrained(out, backbone_weights="none", encoder="keras")
+    assert captioner.caption(dataset.image_path(dataset.split("test")[0])).split()
+
+
+# --- detection, splits and options, on files alone (the loaders only check that images exist) --------------
+
+def small(n=6) -> dict[str, list[str]]:
+    return {name: CAPTIONS[name] for name in NAMES[:n]}
+
+
+@pytest.mark.parametrize("kind", BUILDERS)
+def test_each_format_is_detected(kind, tmp_path):
+    data, _ = BUILDERS[kind](tmp_path, None)
+    assert detect_format(data).name == kind.partition("-")[0]
+
+
+def test_a_format_nobody_wrote_is_refused_with_the_list_of_formats(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello\n")
+    with pytest.raises(DatasetError, match="none of the dataset formats") as error:
+        load_dataset(tmp_path)
+    assert all(name in str(error.value) for name in FORMATS)
+
+
+def test_format_overrides_detection_and_says_what_does_not_fit(tmp_path):
+    coco_file = write_coco(tmp_path / "captions.json", small())
+    with pytest.raises(DatasetError, match=r"captions.json: images\[0\]: expected an object with a 'filename'"):
+        load_dataset(coco_file, format_name="karpathy")
+
+
+def test_help_lists_every_format(capsys):
+    with pytest.raises(SystemExit):
+        train.parse_args(["--help"])
+    listed = capsys.readouterr().out
+    assert all(f"  {f.name}: {f.shape.split()[0]}" in listed for f in FORMATS.values())
+
+
+def test_restval_is_train_and_val_is_dev(tmp_path):
+    place_images(tmp_path, small(4))
+    split_of = dict(zip(NAMES[:4], ["train", "restval", "val", "test"]))
+    data = load_dataset(write_karpathy(tmp_path / "dataset_x.json", small(4), split_of))
+    assert data.splits == {"train": NAMES[:2], "dev": [NAMES[2]], "test": [NAMES[3]]}
+    assert data.format == "karpathy" and data.captions[NAMES[0]] == CAPTIONS[NAMES[0]]
+
+
+@pytest.mark.parametrize("kind, as_lists", [("jsonl", False), ("jsonl", True), ("csv", False), ("csv", True)])
+def test_imagefolder_reads_several_captions_per_image_as_rows_or_as_a_list(tmp_path, kind, as_lists):
+    write_imagefolder(tmp_path / "validation", small(2), kind, as_lists)
+    write_imagefolder(tmp_path / "train", {n: CAPTIONS[n] for n in NAMES[2:5]}, kind, as_lists, column="caption")
+    place_images(tmp_path / "validation", NAMES[:2])
+    place_images(tmp_path / "train", NAMES[2:5])
+    data = load_dataset(tmp_path)
+    assert data.splits == {"train": [f"train/{n}" for n in NAMES[2:5]], "dev": [f"validation/{n}" for n in NAMES[:2]]}
+    assert data.captions["validation/p0.jpg"] == CAPTIONS["p0.jpg"] and len(CAPTIONS["p0.jpg"]) == 3
+
+
+def test_coco_file_is_split_by_ratio_deterministically_with_images_from_the_images_option(tmp_path):
+    place_images(tmp_path / "val2014", NAMES)
+    annotations = write_coco(tmp_path / "annotations" / "captions_val2014.json", CAPTIONS)
+    first = load_dataset(annotations, images=tmp_path / "val2014", split_ratio=(8, 2, 2))
+    second = load_dataset(annotations, images=tmp_path / "val2014", split_ratio=(8, 2, 2))
+    assert first.splits == second.splits
+    assert {k: len(v) for k, v in first.splits.items()} == {"train": 8, "dev": 2, "test": 2}
+    assert sorted(sum(first.splits.values(), [])) == sorted(NAMES)
+    assert first.image_path("p3.jpg") == tmp_path / "val2014" / "p3.jpg"
+    default = load_dataset(annotations, images=tmp_path / "val2014")  # 0.8, 0.1, 0.1
+    assert {k: len(v) for k, v in default.splits.items()} == {"train": 10, "dev": 1, "test": 1}
+
+
+def test_a_coco_folder_without_test_captions_halves_val_into_dev_and_test(tmp_path):
+    data, _ = build_coco(tmp_path, None)
+    splits = load_dataset(data).splits
+    assert splits["train"] == [f"train2014/{n}" for n in SPLITS["train"]]
+    assert sorted(splits["dev"] + splits["test"]) == sorted(f"val2014/{n}" for n in NAMES[8:])
+    assert len(splits["dev"]) == len(splits["test"]) == 2
+
+
+@pytest.mark.parametrize("kind, flag", [("karpathy", "--split-ratio"), ("flickr8k", "--split-ratio"),
+                                        ("imagefolder-jsonl", "--split-ratio"), ("imagefolder-jsonl", "--images")])
+def test_options_that_do_not_apply_are_refused(kind, flag, tmp_path):
+    data, extra = BUILDERS[kind](tmp_path / "data", None)
+    option = {"--split-ratio": {"split_ratio": (1, 1, 1)}, "--images": {"images": tmp_path}}[flag]
+    with pytest.raises(DatasetError, match=flag):
+        load_dataset(data, **option, **({"images": extra[1]} if "--images" in extra else {}))
+
+
+def test_a_bad_split_ratio_is_an_argument_error(capsys):
+    with pytest.raises(SystemExit):
+        train.parse_args(["--data", "x", "--split-ratio", "0.8,0.2"])
+    assert "TRAIN,DEV,TEST" in capsys.readouterr().err
+
+
+# --- malformed files: the error names the file and the line or record ------------------------------------
+
+def karpathy_not_json(tmp_path):
+    path = tmp_path / "dataset_x.json"
+    path.write_text('{"images": [\n  {"sentences": [}\n]}')
+    return path
+
+
+def karpathy_missing_sentences(tmp_path):
+    path = write_karpathy(tmp_path / "dataset_x.json", small(3), dict.fromkeys(NAMES[:3], "train"))
+    data = json.loads(path.read_text())
+    del data["images"][1]["sentences"]
+    path.write_text(json.dumps(data))
+    return path
+
+
+def coco_unknown_image(tmp_path):
+    path = write_coco(tmp_path / "captions.json", small(3))
+    data = json.loads(path.read_text())
+    data["annotations"][4]["image_id"] = 999
+    path.write_text(json.dumps(data))
+    return path
+
+
+def jsonl_broken_line(tmp_path):
+    write_imagefolder(tmp_path, small(3))
+    lines = (tmp_path / "metadata.jsonl").read_text().splitlines()
+    lines[2] = lines[2][:-1]  # the closing brace
+    (tmp_path / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    return tmp_path / "metadata.jsonl"
+
+
+def jsonl_without_file_name(tmp_path):
+    write_imagefolder(tmp_path, small(3))
+    lines = (tmp_path / "metadata.jsonl").read_text().splitlines()
+    lines[1] = json.dumps({"text": "A dog ."})
+    (tmp_path / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    return tmp_path / "metadata.jsonl"
+
+
+def csv_without_caption(tmp_path):
+    write_imagefolder(tmp_path, small(3), "csv")
+    lines = (tmp_path / "metadata.csv").read_text().splitlines()
+    lines[3] = lines[3].split(",")[0] + ","
+    (tmp_path / "metadata.csv").write_text("\n".join(lines) + "\n")
+    return tmp_path / "metadata.csv"
+
+
+@pytest.mark.parametrize("breakage, where", [
+    (karpathy_not_json, r"dataset_x.json:2:18: not valid JSON"),
+    (karpathy_missing_sentences, r"dataset_x.json: images\[1\] \(p1.jpg\): expected a non-empty 'sentences' list"),
+    (coco_unknown_image, r"captions.json: annotations\[4\]: image_id 999 is not among the file's images"),
+    (jsonl_broken_line, r"metadata.jsonl:3: not valid JSON"),
+    (jsonl_without_file_name, r"metadata.jsonl:2: expected a 'file_name', got None"),
+    (csv_without_caption, r"metadata.csv:4: text: expected a caption"),
+])
+def test_a_malformed_file_is_named_with_its_line_or_record(breakage, where, tmp_path):
+    path = breakage(tmp_path)
+    place_images(tmp_path, NAMES[:3])
+    with pytest.raises(DatasetError, match=where):
+        load_dataset(path if path.suffix == ".json" else path.parent)
+
+
+# --- images listed but not on disk -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["karpathy", "coco", "imagefolder-jsonl", "imagefolder-csv"])
+def test_missing_images_are_counted_and_named_and_stop_the_run(kind, tmp_path):
+    data, extra = BUILDERS[kind](tmp_path / "data", None)
+    dataset = load_dataset(data, images=extra[1] if "--images" in extra else None)
+    gone = [name for name in dataset.captions if name.endswith(("p1.jpg", "p3.jpg", "p4.jpg"))]
+    for name in gone:
+        dataset.image_path(name).unlink()
+    with pytest.raises(DatasetError, match="--skip-missing") as error:
+        load_dataset(data, images=extra[1] if "--images" in extra else None)
+    assert "3 of " in str(error.value) and all(name in str(error.value) for name in gone)
+
+
+def test_only_the_first_missing_images_are_named(tmp_path):
+    place_images(tmp_path, NAMES[:2])
+    with pytest.raises(DatasetError, match=r"10 of 12 images .*: p2.jpg, p3.jpg, p4.jpg, p5.jpg, p6.jpg \.\.\.;"):
+        load_dataset(write_coco(tmp_path / "captions.json", CAPTIONS))
+
+
+def test_skip_missing_warns_and_goes_on_without_them(tmp_path, caplog):
+    place_images(tmp_path, [n for n in NAMES if n != "p9.jpg"])
+    path = write_karpathy(tmp_path / "dataset_x.json", CAPTIONS,
+                          {name: KARPATHY_SPLITS[split] for split, names in SPLITS.items() for name in names})
+    with caplog.at_level(logging.WARNING):
+        data = load_dataset(path, skip_missing=True)
+    assert "1 of 12 images listed in" in caplog.text and "p9.jpg" in caplog.text
+    assert "p9.jpg" not in data.captions and data.splits["dev"] == ["p8.jpg"]
+
+
+def test_flickr8k_skips_missing_images_without_being_asked(tmp_path, caplog):
+    """The original token file lists a bogus `.jpg.1`: the real dataset loads as it comes."""
+    root = write_flickr8k(tmp_path, CAPTIONS, SPLITS)
+    (root / "Flicker8k_Dataset" / "p0.jpg").unlink()
+    with caplog.at_level(logging.WARNING):
+        data = load_dataset(root)
+    assert "p0.jpg" in caplog.text and data.split("train") == NAMES[1:8]
