@@ -17,8 +17,7 @@ from pathlib import Path
 
 from pipeline.artifact import ArtifactError, read_config, write_config
 from pipeline.encoder import BACKBONE_WEIGHTS_ENV
-from pipeline.openvino_encoder import (DEFAULT_PRECISION, DEFAULT_WEIGHTS, ENTRY_FLOW_BLOCKS, PRECISIONS,
-                                       WEIGHT_FORMATS)
+from pipeline.openvino_encoder import add_export_arguments
 
 log = logging.getLogger("export_encoder")
 
@@ -28,14 +27,7 @@ def parse_args(argv=None):
     p.add_argument("--weights", default="weights", type=Path, help="model folder (default: weights)")
     p.add_argument("--backbone-weights", help=f"Xception weights: 'imagenet', or a local .weights.h5 file; "
                    f"default ${BACKBONE_WEIGHTS_ENV}, else imagenet")
-    p.add_argument("--weight-format", choices=WEIGHT_FORMATS, default=DEFAULT_WEIGHTS,
-                   help=f"how the file stores the weights (default {DEFAULT_WEIGHTS})")
-    p.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
-                   help=f"compute precision (default {DEFAULT_PRECISION}); bf16 runs where the CPU has it "
-                        "natively, else f32")
-    p.add_argument("--float32-blocks", type=int, default=ENTRY_FLOW_BLOCKS, metavar="N",
-                   help=f"with bf16: run the first N residual blocks in float32 (default {ENTRY_FLOW_BLOCKS}, "
-                        "Xception's entry flow)")
+    add_export_arguments(p)
     return p.parse_args(argv)
 
 

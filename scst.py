@@ -24,6 +24,7 @@ from pipeline.artifact import SELF_CRITICAL_LOG, ArtifactError
 from pipeline.captioner import ENCODER_CHOICES, load_artifact
 from pipeline.data import DatasetError
 from pipeline.formats import add_data_arguments, dataset_from_args
+from pipeline.scst import BASELINES
 
 log = logging.getLogger("scst")
 CHECKPOINTS = ".checkpoints-scst"
@@ -41,29 +42,25 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=15, help="most epochs; early stopping on dev CIDEr-D ends sooner")
     p.add_argument("--patience", type=int, default=3, help="epochs without a better dev CIDEr-D before stopping")
     p.add_argument("--batch-size", type=int, default=32, help="photos per update")
-    p.add_argument("--samples", type=int, default=5, help="captions sampled per photo (each one's baseline is "
-                   "the others' mean reward); at least 2")
+    p.add_argument("--samples", type=int, default=5, help="captions sampled per photo")
+    p.add_argument("--baseline", choices=BASELINES, default="samples", help="what a sample's reward is measured "
+                   "against: the mean of the photo's other samples' (default; --samples at least 2), or its greedy "
+                   "caption's")
+    p.add_argument("--temperature", type=float, default=1.0, help="sample from softmax(logits / T): below 1, "
+                   "captions nearer the decoder's best ones")
     p.add_argument("--learning-rate", type=float, default=5e-5)
     p.add_argument("--limit-images", type=int, help="train on the first N train images (and N/4 dev): for tests")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fresh", action="store_true", help="start over even if OUT holds an interrupted run")
     add_data_arguments(p)
     args = p.parse_args(argv)
-    if args.samples < 2:
-        p.error("--samples must be at least 2: each sample's baseline is the mean of the others")
+    if args.temperature <= 0:
+        p.error("--temperature must be above 0")
+    if args.samples < 1 or (args.baseline == "samples" and args.samples < 2):
+        p.error("--samples must be at least 1, and at least 2 with --baseline samples (the mean of the others)")
     if Path(args.out).resolve() == Path(args.model).resolve():
         p.error("--out must be another folder than --model: the cross-entropy model is kept as it is")
     return args
-
-
-def copy_exported_encoder(source: Path, out: Path, config: dict) -> None:
-    from pipeline.files import atomic_path
-    from pipeline.openvino_encoder import exported_files
-
-    if "exported" in config["encoder"]:
-        for name in exported_files(config["encoder"]["exported"]):
-            with atomic_path(out / name) as tmp:
-                shutil.copyfile(source / name, tmp)
 
 
 def main(argv=None):
@@ -78,12 +75,12 @@ def main(argv=None):
         raise SystemExit(f"error: {error}") from None
     import keras
 
-    from pipeline.artifact import WEIGHTS_FILE, build_keras_decoder, save_artifact
+    from pipeline.artifact import WEIGHTS_FILE, build_keras_decoder, copy_companion_files, save_artifact
     from pipeline.captioner import load_image_encoder
-    from pipeline.decoder import DecoderSteps, layer_weights
+    from pipeline.decoder import decoder_steps, layer_weights
     from pipeline.familiarity import Familiarity
     from pipeline.feature_cache import extract_features
-    from pipeline.scst import CiderD, END_WORD, leave_one_out_advantages, reward_references, sample_captions
+    from pipeline.scst import CiderD, leave_one_out_advantages, reward_references, sample_captions
     from pipeline.training import DevCider, ResumableTraining, SelfCriticalStep
 
     keras.utils.set_random_seed(args.seed)
@@ -106,7 +103,7 @@ def main(argv=None):
     if initial_epoch:
         log.info("resuming the interrupted run in %s at epoch %d (pass --fresh to start over)",
                  out / CHECKPOINTS, initial_epoch + 1)
-    update = SelfCriticalStep(model)
+    update = SelfCriticalStep(model, args.temperature)
     dev_cider = DevCider(dev_features, [dataset.captions[n] for n in dev_names], vocab, config)
     for callback in (dev_cider, checkpoint):
         callback.set_model(model)
@@ -122,25 +119,30 @@ def main(argv=None):
         epoch_start = time.perf_counter()
         rng = np.random.default_rng([args.seed, epoch])  # a resumed epoch draws what it would have drawn
         order = rng.permutation(len(train_names))
-        rewards, losses = [], []
+        mean_rewards, losses = [], []
         bar = tqdm(range(0, len(order), args.batch_size), desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch")
         for start in bar:
             batch = order[start:start + args.batch_size]
-            steps = DecoderSteps(layer_weights(model), config)
+            steps = decoder_steps(layer_weights(model), config)
             captions = sample_captions(steps, train_features[batch], args.samples, config["max_length"],
-                                       vocab.start_id, vocab.end_id, banned, rng)
-            scores = np.array([reward.score(train_names[batch[row // args.samples]],
-                                            vocab.decode(ids) + (f" {END_WORD}" if vocab.end_id in ids else ""))
-                               for row, ids in enumerate(captions.tolist())])
+                                       vocab.start_id, vocab.end_id, banned, rng, args.temperature)
+            scores = reward.captions([train_names[i] for i in np.repeat(batch, args.samples)], captions, vocab)
+            if args.baseline == "greedy":
+                greedy = sample_captions(steps, train_features[batch], 1, config["max_length"], vocab.start_id,
+                                         vocab.end_id, banned, None)
+                advantages = scores - np.repeat(reward.captions([train_names[i] for i in batch], greedy, vocab),
+                                                args.samples)
+            else:
+                advantages = leave_one_out_advantages(scores, args.samples)
             length = int((captions != vocab.pad_id).sum(axis=1).max())
             targets = captions[:, :length]
             words = np.concatenate([np.full((len(captions), 1), vocab.start_id), targets[:, :-1]], axis=1)
             loss = update(np.repeat(train_features[batch], args.samples, axis=0), words, targets,
-                          leave_one_out_advantages(scores, args.samples).astype(np.float32))
-            rewards.append(scores.mean())
+                          advantages.astype(np.float32))
+            mean_rewards.append(scores.mean())
             losses.append(float(loss))
-            bar.set_postfix(reward=f"{np.mean(rewards[-20:]):.3f}")
-        logs = {"reward": float(np.mean(rewards)), "loss": float(np.mean(losses)),
+            bar.set_postfix(reward=f"{np.mean(mean_rewards[-20:]):.3f}")
+        logs = {"reward": float(np.mean(mean_rewards)), "loss": float(np.mean(losses)),
                 "seconds": round(time.perf_counter() - epoch_start, 1)}
         for callback in (dev_cider, checkpoint):  # checkpoint last: it commits the dev CIDEr-D with the epoch
             callback.on_epoch_end(epoch, logs)
@@ -154,12 +156,13 @@ def main(argv=None):
         "from": source.name, "data": {"format": dataset.format, "source": dataset.source.name},
         "train_images": len(train_names), "dev_images": len(dev_names),
         "features": image_encoder.name, "epochs_run": len(history), "best_epoch": int(best["epoch"]) + 1,
-        "best_dev_cider": round(float(best[MONITOR]), 4), "samples": args.samples, "batch_size": args.batch_size,
+        "best_dev_cider": round(float(best[MONITOR]), 4), "samples": args.samples, "baseline": args.baseline,
+        "temperature": args.temperature, "batch_size": args.batch_size,
         "learning_rate": args.learning_rate, "seed": args.seed,
         "train_seconds": round(sum(r.get("seconds", 0) for r in history), 1),
         "wall_seconds_this_run": round(time.time() - started, 1)}
-    copy_exported_encoder(source, out, config)
-    config["familiarity"] = Familiarity.fit(train_features, dev_features).save(out)
+    copy_companion_files(source, out, config)
+    config["familiarity"] = Familiarity.fit(train_features, dev_features).save(out)  # on the features it serves
     save_artifact(out, model, vocab, config)  # config.json last: it names the encoder files copied above
     shutil.rmtree(out / CHECKPOINTS)
     log.info("saved model folder %s (best dev CIDEr-D %.4f at epoch %d)", out, float(best[MONITOR]),

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pipeline.artifact import TRAINING_LOG
 from pipeline.formats import add_data_arguments, dataset_from_args
+from pipeline.openvino_encoder import add_export_arguments
 from pipeline.vocab import Vocabulary, clean_caption
 
 log = logging.getLogger("train")
@@ -43,10 +44,17 @@ def parse_args(argv=None):
     p.add_argument("--fresh", action="store_true", help="start over even if OUT holds an interrupted run")
     p.add_argument("--no-export", action="store_true", help="skip exporting the encoder for serving "
                    "(export_encoder.py can do it later); the folder then serves only with TensorFlow")
+    p.add_argument("--features-from", choices=("keras", "exported"), default="keras",
+                   help="the encoder whose features the decoder learns from: keras (default), or exported: export "
+                        "the encoder first and learn from what the app will compute (e.g. with --precision bf16)")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="publish the model folder to this Hub repo")
     p.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
     add_data_arguments(p)
-    return p.parse_args(argv)
+    add_export_arguments(p)
+    args = p.parse_args(argv)
+    if args.no_export and args.features_from == "exported":
+        p.error("--features-from exported needs the export that --no-export skips")
+    return args
 
 
 def main(argv=None):
@@ -61,7 +69,7 @@ def main(argv=None):
     from pipeline.encoder import ImageEncoder
     from pipeline.familiarity import Familiarity
     from pipeline.feature_cache import extract_features
-    from pipeline.openvino_encoder import export
+    from pipeline.openvino_encoder import OpenVINOEncoder, export
     from pipeline.training import (DevCider, ResumableTraining, caption_sequences, make_dataset, masked_accuracy,
                                    masked_loss)
 
@@ -80,7 +88,13 @@ def main(argv=None):
     log.info("%d train / %d dev images, vocabulary of %d tokens", len(train_names), len(dev_names), len(vocab))
 
     encoder = ImageEncoder(args.backbone_weights)
-    features = extract_features(encoder, dataset.image_dir, train_names + dev_names, args.cache_dir)
+    exported, feature_encoder = None, encoder
+    if args.features_from == "exported":
+        out.mkdir(parents=True, exist_ok=True)
+        exported = export(encoder, out, args.weight_format, args.precision, args.float32_blocks)
+        feature_encoder = OpenVINOEncoder(out, exported, encoder.fingerprint)
+    log.info("features from %s", feature_encoder.name)
+    features = extract_features(feature_encoder, dataset.image_dir, train_names + dev_names, args.cache_dir)
     train_features, dev_features = features[:len(train_names)], features[len(train_names):]
     train_index, train_seqs = caption_sequences(dataset, train_names, vocab, args.max_words, args.remove_stop_words)
     dev_index, dev_seqs = caption_sequences(dataset, dev_names, vocab, args.max_words, args.remove_stop_words)
@@ -121,14 +135,15 @@ def main(argv=None):
         "best_dev_cider": round(float(best[MONITOR]), 4), "dev_loss": round(float(best["val_loss"]), 4),
         "batch_size": args.batch_size,
         "learning_rate": args.learning_rate, "min_count": args.min_count, "max_words": args.max_words,
-        "remove_stop_words": args.remove_stop_words, "seed": args.seed,
+        "remove_stop_words": args.remove_stop_words, "seed": args.seed, "features": feature_encoder.name,
         "train_seconds": round(sum(r.get("seconds", 0) for r in history), 1),
         "wall_seconds_this_run": round(time.time() - started, 1)}
     config["familiarity"] = Familiarity.fit(train_features, dev_features).save(out)
     save_artifact(out, model, vocab, config)
     if not args.no_export:  # the app serves the exported encoder; without one it needs TensorFlow
         log.info("exporting the encoder for serving (OpenVINO)")
-        config["encoder"]["exported"] = export(encoder, out)
+        config["encoder"]["exported"] = exported or export(encoder, out, args.weight_format, args.precision,
+                                                           args.float32_blocks)
         write_config(out, config)
     shutil.rmtree(checkpoints)
     log.info("saved model folder %s (best dev CIDEr-D %.4f at epoch %d)", out, float(best[MONITOR]),

@@ -10,14 +10,19 @@ the decoder was trained on and, when one was exported, the encoder file that ser
                         under 25 MB, see export_encoder.py and pipeline/openvino_encoder.py)
 """
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 
-from .files import write_text_atomically
+from .decoder import DECODERS
+from .files import atomic_path, write_text_atomically
 from .vocab import Vocabulary
 
-FORMAT_VERSION = 1
+# 2: the architecture may be an ensemble, and the folder may hold familiarity.npz. Format 1 folders
+# (one merge-lstm) read as they are: they hold nothing format 2 reads differently.
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
 CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE = "config.json", "vocab.json", "decoder.weights.h5"
 ARTIFACT_FILES = (CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE)  # what every model folder holds
 # what each training stage logs, one row per epoch (train.py, scst.py)
@@ -69,15 +74,25 @@ def read_config(folder: Path) -> dict:
     """config.json, with every value the code uses checked before anything is built from it."""
     path = folder / CONFIG_FILE
     config = read_json(path)
-    if config.get("format_version") != FORMAT_VERSION:
+    if config.get("format_version") not in READABLE_FORMATS:
         raise ArtifactError(f"{path}: format_version {config.get('format_version')!r}, "
-                            f"this code reads {FORMAT_VERSION}")
+                            f"this code reads {' and '.join(map(str, READABLE_FORMATS))}")
     _field(config, path, "vocab_size")
     _field(config, path, "max_length")
-    _field(config, path, "architecture", "name", kind=str)
-    _field(config, path, "architecture", "units")
-    _field(config, path, "architecture", "embedding_dim")
-    _field(config, path, "architecture", "dropout", kind=float)
+    name = _field(config, path, "architecture", "name", kind=str)
+    if name not in DECODERS:
+        raise ArtifactError(f"{path}: architecture {name!r} is not one this code builds ({', '.join(DECODERS)})")
+    if name == "ensemble":
+        members = _field(config, path, "architecture", "members", kind=list)
+        if not members or not all(isinstance(m, dict) and m.get("name") == "merge-lstm" for m in members):
+            raise ArtifactError(f"{path}: architecture.members must list merge-lstm decoders")
+        for i, member in enumerate(members):
+            for key, kind in (("units", int), ("embedding_dim", int), ("dropout", float)):
+                _field({"member": member}, path, "member", key, kind=kind)
+    else:
+        _field(config, path, "architecture", "units")
+        _field(config, path, "architecture", "embedding_dim")
+        _field(config, path, "architecture", "dropout", kind=float)
     for key in ("backbone", "preprocessing", "weights_fingerprint"):
         _field(config, path, "encoder", key, kind=str)
     _field(config, path, "encoder", "feature_dim")
@@ -158,11 +173,8 @@ def write_config(folder: Path, config: dict) -> None:
 
 
 def build_keras_decoder(config: dict):
-    from .decoder import build_decoder
-
-    arch = config["architecture"]
-    return build_decoder(config["vocab_size"], arch["units"], arch["embedding_dim"], arch["dropout"],
-                         config["encoder"]["feature_dim"])
+    from .decoder import build_keras
+    return build_keras(config)
 
 
 def save_artifact(folder: str | Path, model, vocab: Vocabulary, config: dict) -> Path:
@@ -176,6 +188,20 @@ def save_artifact(folder: str | Path, model, vocab: Vocabulary, config: dict) ->
     vocab.save(folder / VOCAB_FILE)
     write_config(folder, config)
     return folder
+
+
+def copy_companion_files(source: Path, folder: Path, config: dict) -> None:
+    """Copy what `source` serves with besides the decoder (the exported encoder, the familiarity
+    calibration) into `folder`, each file atomically, for a new decoder on the same encoder."""
+    from .familiarity import FAMILIARITY_FILE
+    from .openvino_encoder import exported_files
+
+    names = exported_files(config["encoder"]["exported"]) if "exported" in config["encoder"] else []
+    names += [FAMILIARITY_FILE] if "familiarity" in config else []
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    for name in names:
+        with atomic_path(Path(folder) / name) as tmp:
+            shutil.copyfile(Path(source) / name, tmp)
 
 
 def load_keras_decoder(folder: str | Path):

@@ -13,7 +13,7 @@ import threadpoolctl
 
 from .artifact import WEIGHTS_FILE, ArtifactError, read_config, read_keras_weights, read_vocab
 from .beam_search import FluencyRules, beam_search
-from .decoder import DecoderSteps
+from .decoder import Steps, decoder_steps
 from .encoder import BACKBONE, PixelEncoder
 from .familiarity import FAMILIARITY_FILE, Familiarity
 from .vocab import FUNCTION_WORDS, Vocabulary
@@ -53,7 +53,7 @@ def load_image_encoder(folder: Path, config: dict, encoder: str = "auto",
     return ENCODERS[encoder](folder, config, backbone_weights)
 
 
-def load_artifact(folder: str | Path) -> tuple[DecoderSteps, Vocabulary, dict]:
+def load_artifact(folder: str | Path) -> tuple[Steps, Vocabulary, dict]:
     """The folder's decoder (as NumPy steps), vocabulary and config, each checked against the others."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -61,7 +61,7 @@ def load_artifact(folder: str | Path) -> tuple[DecoderSteps, Vocabulary, dict]:
     config = read_config(folder)
     vocab = read_vocab(folder, config)
     try:
-        steps = DecoderSteps(read_keras_weights(folder / WEIGHTS_FILE), config)
+        steps = decoder_steps(read_keras_weights(folder / WEIGHTS_FILE), config)
     except ValueError as error:
         raise ArtifactError(f"{folder / WEIGHTS_FILE} does not fit the decoder that config.json describes: "
                             f"{error}") from None
@@ -112,7 +112,7 @@ def fluency_rules(vocab: Vocabulary) -> FluencyRules:
     return FluencyRules(no_end_after=frozenset(vocab.index[w] for w in FUNCTION_WORDS if w in vocab.index))
 
 
-def decode(steps: DecoderSteps, vocab: Vocabulary, features: np.ndarray, beam_size: int, max_length: int,
+def decode(steps: Steps, vocab: Vocabulary, features: np.ndarray, beam_size: int, max_length: int,
            n_best: int = 1, fluent: bool = True) -> list[list[Caption]]:
     """The n-best captions of each feature row; `fluent` applies fluency_rules (False: the model's own)."""
     results = beam_search(steps.step, steps.initial_state(features), len(features), vocab.start_id,
@@ -129,7 +129,7 @@ class Captioner:
     >>> captioner.caption("photo.jpg", beam_size=3)
     """
 
-    def __init__(self, steps: DecoderSteps, vocab: Vocabulary, config: dict, image_encoder: PixelEncoder,
+    def __init__(self, steps: Steps, vocab: Vocabulary, config: dict, image_encoder: PixelEncoder,
                  familiarity: Familiarity | None = None):
         self.steps, self.vocab, self.config, self.image_encoder = steps, vocab, config, image_encoder
         self.familiarity = familiarity

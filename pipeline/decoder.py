@@ -1,4 +1,7 @@
-"""The merge decoder: image features and an LSTM over the words meet in an add, then a softmax.
+"""The decoders a model folder may hold, by the name its config.json gives (DECODERS).
+
+merge-lstm: image features and an LSTM over the words meet in an add, then a softmax.
+ensemble: several merge-lstm members whose next-word probabilities are averaged.
 
 Training runs the whole caption at once (teacher forcing). Inference splits the same layers into
 an image step (features -> image projection, run once) and a word step that carries the LSTM
@@ -19,17 +22,42 @@ def build_decoder(vocab_size: int, units: int = 256, embedding_dim: int = 256, d
 
     features = keras.Input((feature_dim,), name="features")
     words = keras.Input((None,), dtype="int32", name="words")
-    image = keras.layers.Dropout(dropout, name="image_dropout")(features)
-    image = keras.layers.Dense(units, activation="relu", name="image_projection")(image)
-    text = keras.layers.Embedding(vocab_size, embedding_dim, mask_zero=True, name="embedding")(words)
-    text = keras.layers.Dropout(dropout, name="text_dropout")(text)
-    text = keras.layers.LSTM(units, return_sequences=True, name="lstm")(text)
-    image = keras.layers.Reshape((1, units), name="image_per_step")(image)  # broadcast over time
-    merged = keras.layers.Add(name="merge")([image, text])
-    merged = keras.layers.Dense(units, activation="relu", name="merge_projection")(merged)
-    # logits: the softmax is applied inside the loss (stable) and by decoding (log-softmax)
-    logits = keras.layers.Dense(vocab_size, name="word_logits")(merged)
+    logits = merge_layers(features, words, vocab_size, units, embedding_dim, dropout)
     return keras.Model([features, words], logits, name="merge_decoder")
+
+
+def merge_layers(features, words, vocab_size: int, units: int, embedding_dim: int, dropout: float, prefix: str = ""):
+    """The merge decoder's layers on Keras inputs; `prefix` names an ensemble member's layers apart."""
+    import keras
+
+    image = keras.layers.Dropout(dropout, name=f"{prefix}image_dropout")(features)
+    image = keras.layers.Dense(units, activation="relu", name=f"{prefix}image_projection")(image)
+    text = keras.layers.Embedding(vocab_size, embedding_dim, mask_zero=True, name=f"{prefix}embedding")(words)
+    text = keras.layers.Dropout(dropout, name=f"{prefix}text_dropout")(text)
+    text = keras.layers.LSTM(units, return_sequences=True, name=f"{prefix}lstm")(text)
+    image = keras.layers.Reshape((1, units), name=f"{prefix}image_per_step")(image)  # broadcast over time
+    merged = keras.layers.Add(name=f"{prefix}merge")([image, text])
+    merged = keras.layers.Dense(units, activation="relu", name=f"{prefix}merge_projection")(merged)
+    # logits: the softmax is applied inside the loss (stable) and by decoding (log-softmax)
+    return keras.layers.Dense(vocab_size, name=f"{prefix}word_logits")(merged)
+
+
+def member_prefix(index: int) -> str:
+    return f"member{index}_"
+
+
+def build_ensemble(vocab_size: int, members: list[dict], feature_dim: int = FEATURE_DIM):
+    """Members side by side on the same inputs; the output is the log of their mean probabilities,
+    which a softmax (the losses', beam search's) turns back into that mean."""
+    import keras
+
+    features = keras.Input((feature_dim,), name="features")
+    words = keras.Input((None,), dtype="int32", name="words")
+    log_probs = [keras.ops.log_softmax(merge_layers(features, words, vocab_size, m["units"], m["embedding_dim"],
+                                                    m["dropout"], member_prefix(i)), axis=-1)
+                 for i, m in enumerate(members)]
+    mean = keras.ops.logsumexp(keras.ops.stack(log_probs), axis=0) - np.log(len(members))
+    return keras.Model([features, words], mean, name="ensemble_decoder")
 
 
 def layer_weights(model) -> dict[str, list[np.ndarray]]:
@@ -43,12 +71,16 @@ class DecoderSteps:
     A word step is a few small matrix products: NumPy does one in about 0.2 ms, while a call into
     TensorFlow costs 0.5-1 ms in dispatch alone (even compiled), most of a caption's time.
     `weights`: each layer's arrays by layer name (layer_weights, or read_keras_weights of the file);
-    `config`: the model folder's config (make_config), whose sizes the weights must have.
+    `config`: the model folder's config (make_config), whose sizes the weights must have;
+    `architecture` and `prefix`: an ensemble member's settings and layer-name prefix.
     """
 
-    def __init__(self, weights: dict[str, list[np.ndarray]], config: dict):
+    def __init__(self, weights: dict[str, list[np.ndarray]], config: dict, architecture: dict | None = None,
+                 prefix: str = ""):
         vocab_size, feature_dim = config["vocab_size"], config["encoder"]["feature_dim"]
-        units, embedding_dim = config["architecture"]["units"], config["architecture"]["embedding_dim"]
+        architecture = architecture or config["architecture"]
+        units, embedding_dim = architecture["units"], architecture["embedding_dim"]
+        weights = {name[len(prefix):]: arrays for name, arrays in weights.items() if name.startswith(prefix)}
         expected = {"image_projection": [(feature_dim, units), (units,)],
                     "embedding": [(vocab_size, embedding_dim)],
                     "lstm": [(embedding_dim, 4 * units), (units, 4 * units), (4 * units,)],
@@ -83,3 +115,67 @@ class DecoderSteps:
         logits = merged @ self._logits_kernel + self._logits_bias
         logits -= logits.max(axis=1, keepdims=True)
         return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True)), (image, h, c)
+
+
+class EnsembleSteps:
+    """Several members' steps as one: the next-word distribution is the mean of theirs.
+
+    Averaging probabilities (not log-probabilities) lets a member that is sure of a word it alone
+    knows count, and keeps the output a distribution, so beam search needs no change.
+    """
+
+    def __init__(self, members: list):
+        self.members = members
+
+    def initial_state(self, features: np.ndarray) -> tuple[np.ndarray, ...]:
+        states = [member.initial_state(features) for member in self.members]
+        self._sizes = [len(state) for state in states]
+        return tuple(array for state in states for array in state)
+
+    def step(self, tokens: np.ndarray, state: tuple[np.ndarray, ...]):
+        log_probs, new_state, start = [], [], 0
+        for member, size in zip(self.members, self._sizes):
+            member_log_probs, member_state = member.step(tokens, state[start:start + size])
+            log_probs.append(member_log_probs)
+            new_state.extend(member_state)
+            start += size
+        stacked = np.stack(log_probs)
+        top = stacked.max(axis=0)
+        return top + np.log(np.exp(stacked - top).mean(axis=0)), tuple(new_state)
+
+
+Steps = DecoderSteps | EnsembleSteps  # what beam search and sampling drive: initial_state and step
+
+
+def merge_lstm_steps(weights: dict, config: dict) -> DecoderSteps:
+    return DecoderSteps(weights, config)
+
+
+def ensemble_steps(weights: dict, config: dict) -> EnsembleSteps:
+    return EnsembleSteps([DecoderSteps(weights, config, member, member_prefix(i))
+                          for i, member in enumerate(config["architecture"]["members"])])
+
+
+def build_merge_lstm(config: dict):
+    arch = config["architecture"]
+    return build_decoder(config["vocab_size"], arch["units"], arch["embedding_dim"], arch["dropout"],
+                         config["encoder"]["feature_dim"])
+
+
+def build_ensemble_from(config: dict):
+    return build_ensemble(config["vocab_size"], config["architecture"]["members"], config["encoder"]["feature_dim"])
+
+
+# How a model folder's decoder is built, by config.json's architecture.name: the Keras model (training)
+# and the NumPy steps (captioning) from the same weights.
+DECODERS = {"merge-lstm": (build_merge_lstm, merge_lstm_steps), "ensemble": (build_ensemble_from, ensemble_steps)}
+
+
+def decoder_steps(weights: dict, config: dict):
+    """The NumPy steps of the decoder that config.json names, on its weights (layer_weights or the file's)."""
+    return DECODERS[config["architecture"]["name"]][1](weights, config)
+
+
+def build_keras(config: dict):
+    """The Keras model of the decoder that config.json names."""
+    return DECODERS[config["architecture"]["name"]][0](config)

@@ -35,6 +35,19 @@ SHARD_BYTES = 20 * 2**20  # encoder.bin is stored in parts below the Hub's and g
 GRAPH_FILE = "encoder.xml"
 
 
+def add_export_arguments(parser) -> None:
+    """How the encoder is exported (export_encoder.py, train.py)."""
+    group = parser.add_argument_group("encoder export (OpenVINO)")
+    group.add_argument("--weight-format", choices=WEIGHT_FORMATS, default=DEFAULT_WEIGHTS,
+                       help=f"how the file stores the weights (default {DEFAULT_WEIGHTS})")
+    group.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
+                       help=f"compute precision (default {DEFAULT_PRECISION}); bf16 runs where the CPU has it "
+                            "natively, else f32")
+    group.add_argument("--float32-blocks", type=int, default=ENTRY_FLOW_BLOCKS, metavar="N",
+                       help=f"with bf16: run the first N residual blocks in float32 (default {ENTRY_FLOW_BLOCKS}, "
+                            "Xception's entry flow)")
+
+
 def cpu_computes_bf16() -> bool:
     import openvino as ov
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")

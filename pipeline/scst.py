@@ -1,9 +1,11 @@
 """Self-critical sequence training (Rennie et al. 2017): fine-tune a decoder on the score its own
 sampled captions get, CIDEr-D against the image's references.
 
-Each image gets `samples` captions drawn from the decoder; each caption's baseline is the mean
-reward of the image's other samples (Luo 2020), so no greedy pass is needed and a caption gains
-only by beating its siblings. The end of a caption is scored as a word ("<end>", in the
+Each image gets `samples` captions drawn from the decoder. A caption's baseline is the reward of
+the image's greedy caption (Rennie et al.), or the mean reward of the image's other samples (Luo
+2020). Measured on Flickr8k (README): with the samples' mean, a decoder whose samples score far
+below its greedy captions learnt to write blander ones (dev CIDEr-D 0.465 -> 0.419 in one epoch),
+since every sample better than its siblings was reinforced, however far below the greedy one. The end of a caption is scored as a word ("<end>", in the
 references too): a caption cut off mid-phrase ("a man in a") then misses the n-grams that every
 reference ends with, where plain CIDEr-D would not notice.
 """
@@ -13,7 +15,7 @@ from collections import Counter
 import numpy as np
 from pycocoevalcap.cider.cider_scorer import precook
 
-from .decoder import DecoderSteps
+from .decoder import Steps
 from .metrics import python_tokenize
 
 END_WORD = "<end>"  # how a finished caption's end is scored; PTB tokenisation leaves no word like it
@@ -59,16 +61,24 @@ class CiderD:
             total += similarity * math.exp(-((length - ref_length) ** 2) / (2 * self.sigma ** 2))
         return float(total.mean() / len(references) * 10.0)
 
+    def captions(self, keys: list, captions: np.ndarray, vocab) -> np.ndarray:
+        """The reward of each row of token ids (sample_captions) against its key's references; a
+        finished caption's end counts as the word END_WORD."""
+        return np.array([self.score(key, vocab.decode(ids) + (f" {END_WORD}" if vocab.end_id in ids else ""))
+                         for key, ids in zip(keys, captions.tolist())])
+
 
 def reward_references(references: dict[str, list[str]]) -> dict[str, list[str]]:
     """References tokenized as evaluation tokenizes them, each ending on END_WORD."""
     return {key: [f"{ref} {END_WORD}" for ref in refs] for key, refs in python_tokenize(references).items()}
 
 
-def sample_captions(steps: DecoderSteps, features: np.ndarray, samples: int, max_length: int, start_id: int,
-                    end_id: int, banned_ids, rng: np.random.Generator) -> np.ndarray:
+def sample_captions(steps: Steps, features: np.ndarray, samples: int, max_length: int, start_id: int,
+                    end_id: int, banned_ids, rng: np.random.Generator | None, temperature: float = 1.0) -> np.ndarray:
     """`samples` captions per feature row drawn from the decoder, (rows * samples, max_length) token ids:
-    each row's words, then its end token, then padding (0); a caption still open at max_length has no end."""
+    each row's words, then its end token, then padding (0); a caption still open at max_length has no end.
+    With `rng` None, the greedy caption: each step's most probable word. A temperature below 1
+    draws from the sharpened distribution softmax(logits / temperature)."""
     rows = np.repeat(np.arange(len(features)), samples)
     state = tuple(s[rows] for s in steps.initial_state(features))
     tokens = np.full(len(rows), start_id, np.int64)
@@ -81,12 +91,18 @@ def sample_captions(steps: DecoderSteps, features: np.ndarray, samples: int, max
         if t == 0:
             log_probs[:, end_id] = -np.inf  # an empty caption is never an answer
         # Gumbel-max: the argmax of log-probabilities plus Gumbel noise is a draw from the softmax
-        tokens = np.argmax(log_probs + rng.gumbel(size=log_probs.shape), axis=1)
+        if rng is None:
+            tokens = np.argmax(log_probs, axis=1)
+        else:
+            tokens = np.argmax(log_probs / temperature + rng.gumbel(size=log_probs.shape), axis=1)
         out[open_rows, t] = tokens[open_rows]
         open_rows &= tokens != end_id
         if not open_rows.any():
             break
     return out
+
+
+BASELINES = ("greedy", "samples")
 
 
 def leave_one_out_advantages(rewards: np.ndarray, samples: int) -> np.ndarray:

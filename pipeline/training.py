@@ -11,7 +11,7 @@ from keras import ops
 from pycocoevalcap.cider.cider import Cider
 
 from .captioner import decode
-from .decoder import DecoderSteps, layer_weights
+from .decoder import decoder_steps, layer_weights
 from .files import atomic_path, write_text_atomically
 from .metrics import python_tokenize
 from .vocab import Vocabulary, clean_caption
@@ -82,7 +82,7 @@ class DevCider(keras.callbacks.Callback):
         self.cider = Cider()
 
     def on_epoch_end(self, epoch, logs=None):
-        steps = DecoderSteps(layer_weights(self.model), self.config)
+        steps = decoder_steps(layer_weights(self.model), self.config)
         captions = decode(steps, self.vocab, self.features, self.beam_size, self.config["max_length"])
         predictions = python_tokenize({i: [best[0].text] for i, best in enumerate(captions)})
         logs["val_cider"] = float(self.cider.compute_score(self.references, predictions)[0])
@@ -168,13 +168,14 @@ class SelfCriticalStep:
     The decoder runs without dropout, as the captions were sampled (pipeline/scst.py).
     """
 
-    def __init__(self, model: keras.Model):
-        self.model = model
+    def __init__(self, model: keras.Model, temperature: float = 1.0):
+        self.model, self.temperature = model, temperature
 
     @tf.function(reduce_retracing=True)  # one trace per caption-length shape, not per batch
     def __call__(self, features, words, targets, advantages):
         with tf.GradientTape() as tape:
-            logits = self.model({"features": features, "words": words}, training=False)
+            # the distribution the captions were drawn from (sample_captions' temperature)
+            logits = self.model({"features": features, "words": words}, training=False) / self.temperature
             mask = tf.cast(targets != 0, logits.dtype)
             log_probs = -keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True)
             loss = -tf.reduce_mean(advantages * tf.reduce_sum(log_probs * mask, axis=1))

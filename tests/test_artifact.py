@@ -99,7 +99,10 @@ def edit_config(folder, change):
     (lambda c: c.update(max_length=10**9), "max_length=1000000000 is outside 2..200"),
     (lambda c: c["architecture"].update(units=10**7), "architecture.units=10000000 is outside"),
     (lambda c: c.update(vocab_size="15"), "vocab_size must be an integer"),
-    (lambda c: c.update(format_version=2), "format_version 2, this code reads 1"),
+    (lambda c: c.update(format_version=3), "format_version 3, this code reads 1 and 2"),
+    (lambda c: c["architecture"].update(name="transformer"), "architecture 'transformer' is not one"),
+    (lambda c: c.update(architecture={"name": "ensemble", "members": []}), "members must list merge-lstm"),
+    (lambda c: c.update(familiarity={"unfamiliar_below": 1.5}), "unfamiliar_below=1.5 is outside"),
     (lambda c: c["encoder"].update(exported={"runtime": "openvino"}), "missing the key 'encoder.exported.sha256'"),
 ])
 def test_config_values_are_checked_before_use(artifact, change, message):
@@ -130,3 +133,56 @@ def test_other_backbone_weights_are_warned_about(artifact, random_encoder, caplo
 def test_a_folder_without_exported_encoder_says_how_to_make_one(artifact):
     with pytest.raises(ArtifactError, match="no exported encoder: build one with `python export_encoder.py"):
         Captioner.from_pretrained(artifact, encoder="exported")
+
+
+def test_a_format_1_folder_loads_as_before(artifact, random_encoder, tmp_path):
+    """Folders written before ensembles and familiarity (format_version 1) load and caption the same."""
+    images = [write_image(tmp_path / f"{i}.png", i) for i in range(2)]
+    expected = Captioner.from_pretrained(artifact, image_encoder=random_encoder).generate(images, 3, n_best=3)
+    config = json.loads((artifact / "config.json").read_text())
+    assert config["format_version"] == 2
+    (artifact / "config.json").write_text(json.dumps({**config, "format_version": 1}))
+    old = Captioner.from_pretrained(artifact, image_encoder=random_encoder)
+    assert old.generate(images, 3, n_best=3) == expected
+    assert old.familiarity is None and old.describe(images[0]).familiarity is None
+
+
+def test_an_ensemble_folder_captions_as_its_members_average(artifact, random_encoder, tmp_path):
+    """ensemble.py joins folders; of two identical members the ensemble is that member, and of two
+    different ones it writes what EnsembleSteps over the members' own files writes."""
+    import ensemble
+    from pipeline.captioner import decode
+    from pipeline.decoder import EnsembleSteps
+
+    keras.utils.set_random_seed(4)
+    vocab = Vocabulary.build([WORDS], min_count=1)
+    other = save_artifact(tmp_path / "other", build_decoder(len(vocab)), vocab,
+                          make_config(len(vocab), 12, random_encoder.fingerprint))
+    images = [write_image(tmp_path / f"{i}.png", i) for i in range(3)]
+    single = Captioner.from_pretrained(artifact, image_encoder=random_encoder)
+
+    ensemble.main([str(artifact), str(artifact), "--out", str(tmp_path / "twins")])
+    twins = Captioner.from_pretrained(tmp_path / "twins", image_encoder=random_encoder)
+    assert twins.config["architecture"]["name"] == "ensemble"
+    assert [[c.text for c in hyps] for hyps in twins.generate(images, 3, n_best=3)] == \
+        [[c.text for c in hyps] for hyps in single.generate(images, 3, n_best=3)]
+
+    ensemble.main([str(artifact), str(other), "--out", str(tmp_path / "pair")])
+    pair = Captioner.from_pretrained(tmp_path / "pair", image_encoder=random_encoder)
+    members = EnsembleSteps([load_artifact(artifact)[0], load_artifact(other)[0]])
+    features = random_encoder.encode(images)
+    expected = decode(members, vocab, features, 3, 12, n_best=3)
+    found = pair.decode(features, 3, n_best=3)
+    assert [[c.text for c in hyps] for hyps in found] == [[c.text for c in hyps] for hyps in expected]
+    np.testing.assert_allclose([c.log_prob for hyps in found for c in hyps],
+                               [c.log_prob for hyps in expected for c in hyps], rtol=1e-4)
+
+
+def test_members_that_do_not_fit_together_are_refused(artifact, random_encoder, tmp_path):
+    import ensemble
+
+    vocab = Vocabulary.build([WORDS + ["kite"]], min_count=1)
+    other = save_artifact(tmp_path / "other", build_decoder(len(vocab)), vocab,
+                          make_config(len(vocab), 12, random_encoder.fingerprint))
+    with pytest.raises(SystemExit, match="vocab_size"):
+        ensemble.main([str(artifact), str(other), "--out", str(tmp_path / "pair")])

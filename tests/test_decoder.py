@@ -126,3 +126,53 @@ def test_dev_cider_scores_the_models_own_captions(overfit):
     expected = Cider().compute_score(refs, python_tokenize({i: [c] for i, c in enumerate(CAPTIONS)}))[0]
     shuffled = Cider().compute_score(refs, python_tokenize({i: [c] for i, c in enumerate(CAPTIONS[1:] + CAPTIONS[:1])}))[0]
     assert logs["val_cider"] == pytest.approx(expected) and expected > shuffled
+
+
+ENSEMBLE_CONFIG = {"vocab_size": 12, "encoder": {"feature_dim": 6},
+                   "architecture": {"name": "ensemble", "members": [
+                       {"name": "merge-lstm", "units": 8, "embedding_dim": 4, "dropout": 0.0},
+                       {"name": "merge-lstm", "units": 5, "embedding_dim": 3, "dropout": 0.0}]}}
+
+
+def random_ensemble():
+    """The Keras ensemble of two differently sized members, with random weights (biases too)."""
+    from pipeline.decoder import build_keras
+
+    keras.utils.set_random_seed(3)
+    model = build_keras(ENSEMBLE_CONFIG)
+    rng = np.random.default_rng(3)
+    model.set_weights([rng.normal(scale=0.5, size=w.shape).astype(np.float32) for w in model.get_weights()])
+    return model
+
+
+def test_the_ensemble_step_is_the_mean_of_its_members_steps():
+    from pipeline.decoder import decoder_steps, member_prefix
+
+    weights = layer_weights(random_ensemble())
+    members = [DecoderSteps(weights, ENSEMBLE_CONFIG, member, member_prefix(i))
+               for i, member in enumerate(ENSEMBLE_CONFIG["architecture"]["members"])]
+    ensemble = decoder_steps(weights, ENSEMBLE_CONFIG)
+    features = np.random.default_rng(4).normal(size=(3, 6)).astype(np.float32)
+    ensemble_state, member_states = ensemble.initial_state(features), [m.initial_state(features) for m in members]
+    for tokens in ([1, 1, 1], [4, 7, 9], [5, 5, 2]):
+        log_probs, ensemble_state = ensemble.step(np.array(tokens), ensemble_state)
+        stepped = [m.step(np.array(tokens), s) for m, s in zip(members, member_states)]
+        member_states = [state for _, state in stepped]
+        np.testing.assert_allclose(np.exp(log_probs), np.mean([np.exp(lp) for lp, _ in stepped], axis=0), rtol=1e-5)
+        np.testing.assert_allclose(np.exp(log_probs).sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_the_keras_ensemble_and_its_numpy_steps_agree():
+    """Teacher forcing through the Keras ensemble (training, scst.py) gives the log-probabilities
+    that the NumPy steps (captioning) give word by word, for every row of a batch."""
+    from pipeline.decoder import decoder_steps
+
+    model = random_ensemble()
+    features = np.random.default_rng(5).normal(size=(3, 6)).astype(np.float32)
+    words = np.array([[1, 4, 7, 9], [1, 5, 5, 6], [1, 11, 4, 8]])
+    full = keras.ops.convert_to_numpy(keras.ops.log_softmax(model([features, words]), axis=-1))
+    steps = decoder_steps(layer_weights(model), ENSEMBLE_CONFIG)
+    state = steps.initial_state(features)
+    for t in range(words.shape[1]):
+        log_probs, state = steps.step(words[:, t], state)
+        np.testing.assert_allclose(log_probs, full[:, t], atol=1e-4)

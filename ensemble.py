@@ -1,0 +1,73 @@
+"""Join trained model folders into one ensemble folder: their next-word probabilities are averaged.
+
+  python ensemble.py runs/seed0 runs/seed1 --out runs/ensemble
+
+The members must share the vocabulary, the caption length and the backbone (train.py runs on the
+same data with other seeds do). The folder written holds one decoder file with every member's
+layers, and the exported encoder and familiarity calibration of the first member. It loads and
+serves like any model folder, and scst.py can fine-tune it as a whole.
+"""
+import argparse
+import logging
+from pathlib import Path
+
+from pipeline.artifact import ArtifactError, read_config, read_vocab
+
+log = logging.getLogger("ensemble")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("members", nargs="+", type=Path, help="model folders (merge-lstm decoders) to join; at least 2")
+    p.add_argument("--out", required=True, type=Path, help="ensemble model folder to write")
+    args = p.parse_args(argv)
+    if len(args.members) < 2:
+        p.error("an ensemble needs at least 2 member folders")
+    if args.out.resolve() in {m.resolve() for m in args.members}:
+        p.error("--out must be a new folder, not one of the members")
+    return args
+
+
+def check_members(folders: list[Path]) -> list[dict]:
+    """The members' configs, refused unless they fit together."""
+    configs = [read_config(folder) for folder in folders]
+    first, vocab = configs[0], read_vocab(folders[0], configs[0]).tokens
+    for folder, config in zip(folders, configs):
+        if config["architecture"]["name"] != "merge-lstm":
+            raise ArtifactError(f"{folder}: a {config['architecture']['name']} decoder cannot be a member")
+        for key in ("vocab_size", "max_length"):
+            if config[key] != first[key]:
+                raise ArtifactError(f"{folder}: {key} {config[key]} differs from {folders[0]}'s {first[key]}")
+        if config["encoder"]["weights_fingerprint"] != first["encoder"]["weights_fingerprint"]:
+            raise ArtifactError(f"{folder} was trained on other backbone weights than {folders[0]}")
+        if read_vocab(folder, config).tokens != vocab:
+            raise ArtifactError(f"{folder}: its vocabulary differs from {folders[0]}'s")
+    return configs
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        configs = check_members(args.members)
+    except ArtifactError as error:
+        raise SystemExit(f"error: {error}") from None
+    from pipeline.artifact import FORMAT_VERSION, copy_companion_files, load_keras_decoder, save_artifact
+    from pipeline.decoder import build_keras, member_prefix
+
+    config = {**configs[0], "format_version": FORMAT_VERSION,
+              "architecture": {"name": "ensemble", "members": [c["architecture"] for c in configs]},
+              "training": {"ensemble_of": [{"folder": m.name, **c.get("training", {})}
+                                           for m, c in zip(args.members, configs)]}}
+    model = build_keras(config)
+    for i, folder in enumerate(args.members):
+        for layer in load_keras_decoder(folder).layers:
+            if layer.weights:
+                model.get_layer(member_prefix(i) + layer.name).set_weights(layer.get_weights())
+    copy_companion_files(args.members[0], args.out, config)
+    save_artifact(args.out, model, read_vocab(args.members[0], configs[0]), config)
+    log.info("saved the ensemble of %d decoders to %s", len(args.members), args.out)
+
+
+if __name__ == "__main__":
+    main()
