@@ -46,6 +46,10 @@ NO_LINKS = "Send the photo itself: the app does not download photos from links."
 # (Refusing in Gradio's file handling itself would fail the request's queue join with a bare HTTP 400.)
 LINK_STAND_IN = "link-not-downloaded"
 
+# beside a caption of a photo whose features are far from every training photo's (pipeline/familiarity.py)
+UNFAMILIAR_NOTE = ("This photo looks unlike the photos the model learnt from (mostly people, dogs and outdoor "
+                   "scenes), so the caption may well be wrong.")
+
 DESCRIPTION = """Upload a photo and get a one-sentence English description. An Xception image encoder
 and an LSTM decoder trained on the 6,000 training photos of [Flickr8k](https://doi.org/10.1613/jair.3994):
 it knows people, dogs and outdoor scenes best. A larger beam size weighs more candidate sentences; the
@@ -154,14 +158,17 @@ def build_demo(captioner: Captioner, model_description: str | None = None) -> gr
             raise gr.Error(NO_LINKS, print_exception=False)
         try:
             # bytes, not the path: error messages then never show the server's upload folder
-            best = captioner.generate([read_upload(Path(image))], beam_size, n_best=beam_size)[0]
+            description = captioner.describe(read_upload(Path(image)), beam_size)
         except ImageError as error:  # the user's file, not a fault: no traceback in the server's log
             raise gr.Error(f"Cannot caption this file: {error}", print_exception=False) from None
         finally:
             if uploads.release(image):
                 discard_upload(Path(image))
+        if description.unfamiliar:
+            # a note shown on the page beside the caption, not an output: API callers get the same two values
+            gr.Warning(UNFAMILIAR_NOTE, title="Unfamiliar photo")
         # sentence probabilities are tiny numbers: keep significant digits, not decimals
-        return best[0].text, [[c.text, float(f"{c.probability:.3g}")] for c in best]
+        return description.caption, [[c.text, float(f"{c.probability:.3g}")] for c in description.n_best]
 
     demo = gr.Interface(
         fn=caption,

@@ -289,3 +289,23 @@ def test_no_analytics_unless_the_operator_opts_in(setting, sent):
         env["GRADIO_ANALYTICS_ENABLED"] = setting
     done = subprocess.run([sys.executable, "-c", ANALYTICS], env=env, cwd=ROOT, capture_output=True, text=True)
     assert done.stdout.strip() == sent, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("dev_distances, unfamiliar", [(np.zeros(10), True), (np.full(10, 2.0), False)])
+def test_an_unfamiliar_photo_gets_a_note_beside_its_caption(tiny_model, random_encoder, tmp_path, dev_distances,
+                                                            unfamiliar, recwarn):
+    """The note is shown on the page (gr.Warning; a Python warning outside a request), not returned:
+    API callers get the same two values. Every dev photo at distance 0 makes any photo unfamiliar;
+    every one at distance 2, none."""
+    from pipeline.encoder import FEATURE_DIM
+    from pipeline.familiarity import Familiarity
+
+    captioner = Captioner.from_pretrained(tiny_model, image_encoder=random_encoder)
+    captioner.config = {**captioner.config, "familiarity": {"unfamiliar_below": 0.03}}
+    captioner.familiarity = Familiarity(np.eye(1, FEATURE_DIM), dev_distances)
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(EXAMPLES[0].read_bytes())
+    handler = next(iter(app.build_demo(captioner).fns.values())).fn
+    text, table = handler(str(photo), 3)
+    assert text == table[0][0] == captioner.caption(EXAMPLES[0]) and len(table) == 3
+    assert [str(w.message) for w in recwarn if str(w.message) == app.UNFAMILIAR_NOTE] == [app.UNFAMILIAR_NOTE] * unfamiliar
