@@ -25,6 +25,7 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from pipeline import Captioner
@@ -176,6 +177,9 @@ def main(argv=None):
               "images_per_second": round(len(names) / seconds, 1),
               "weights_sha256": sha256_of(Path(args.weights) / WEIGHTS_FILE),
               "encoder": captioner.image_encoder.name}
+    if captioner.familiarity is not None:  # photos like the training ones should rarely be called unfamiliar
+        threshold = captioner.config["familiarity"]["unfamiliar_below"]
+        report["unfamiliar_share"] = round(float(np.mean(captioner.familiarity(features) < threshold)), 4)
     report.update(caption_metrics(references, predictions, resamples=args.bootstrap, seed=args.seed))
     if scorer is None:
         report.update(dict.fromkeys(BERTSCORE_KEYS), bertscore_skipped="--no-bertscore")
