@@ -2,7 +2,8 @@
 
   python app.py [--host 0.0.0.0] [--port 7860]
 
-The model comes from the Hub repo in $CAPTION_MODEL_REPO, else weights/ (see pipeline/hub.py).
+The model comes from --model (a model folder or a Hub repo id), else the Hub repo in
+$CAPTION_MODEL_REPO, else weights/ (see pipeline/model_source.py).
 Its image encoder is the one exported into the model folder (OpenVINO: no TensorFlow needed);
 --encoder keras (or $CAPTION_ENCODER) runs the Keras backbone instead, from
 $CAPTION_BACKBONE_WEIGHTS or Keras' ImageNet download (requirements-train.txt). Gradio's own
@@ -22,12 +23,10 @@ import gradio as gr  # noqa: E402
 from gradio.utils import get_upload_folder  # noqa: E402
 from gradio_client.utils import is_http_url_like  # noqa: E402
 
-from pipeline import ArtifactError, Captioner  # noqa: E402
-from pipeline.captioner import ENCODER_CHOICES  # noqa: E402
-from pipeline.encoder import BACKBONE_WEIGHTS_ENV  # noqa: E402
-from pipeline.hub import (HOW_TO_GET_WEIGHTS, LOCAL_WEIGHTS, NoWeightsError, describe_weights,  # noqa: E402
-                          resolve_weights)
+from pipeline import Captioner, model_source  # noqa: E402
+from pipeline.hub import LOCAL_WEIGHTS, describe_weights  # noqa: E402
 from pipeline.images import ImageError  # noqa: E402
+from pipeline.model_source import ModelError, add_model_arguments  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 MAX_BEAM = 10  # beam_search's limit
@@ -189,30 +188,13 @@ def build_demo(captioner: Captioner, model_description: str | None = None) -> gr
     return demo
 
 
-ENCODER_ENV = "CAPTION_ENCODER"
-
-
-def resolve_model_folder(local_weights: Path) -> Path:
-    """Where the model comes from (pipeline/hub.py); exits with what to do when there is none."""
+def load_model(model: str | Path | None = None, revision: str | None = None, encoder: str = "auto",
+               fallback: Path = LOCAL_WEIGHTS) -> tuple[Captioner, Path]:
+    """The model, once, at start-up (pipeline/model_source.py); exits with what to do when there is none."""
     try:
-        return resolve_weights(local_weights)
-    except NoWeightsError as error:
+        return model_source.load_model(model, revision, encoder, fallback)
+    except ModelError as error:
         raise SystemExit(f"error: {error}") from None
-
-
-def load_captioner(folder: Path, encoder: str = "auto") -> Captioner:
-    """The model, once, at start-up; exits with what to do when it cannot be loaded."""
-    try:
-        return Captioner.from_pretrained(folder, encoder=encoder)
-    except ArtifactError as error:
-        raise SystemExit(f"error: {error}\nTo get usable weights, {HOW_TO_GET_WEIGHTS}.") from None
-    except ImportError as error:  # the Keras encoder, where only requirements.txt is installed
-        raise SystemExit(f"error: the Keras encoder needs TensorFlow ({error}): install requirements-train.txt, "
-                         f"or export the encoder with `python export_encoder.py --weights {folder}`") from None
-    except Exception as error:  # Keras: a missing backbone file, or its bare Exception when its download fails
-        raise SystemExit(f"error: could not build the Xception backbone: {error}\nOffline, point "
-                         f"{BACKBONE_WEIGHTS_ENV} at a local weights file (README.md, 'Offline backbone "
-                         "weights').") from None
 
 
 def parse_args(argv=None):
@@ -221,11 +203,9 @@ def parse_args(argv=None):
                    "0.0.0.0 for the network)")
     p.add_argument("--port", type=int, help="port (default $GRADIO_SERVER_PORT, else the first free from 7860)")
     p.add_argument("--weights", type=Path, default=LOCAL_WEIGHTS,
-                   help="local model folder, used when $CAPTION_MODEL_REPO is unset or unreachable "
-                        "(default: weights/ beside app.py)")
-    p.add_argument("--encoder", choices=ENCODER_CHOICES, default=os.environ.get(ENCODER_ENV, "auto"),
-                   help=f"image encoder (default ${ENCODER_ENV}, else auto: the folder's exported encoder "
-                        "when it has one; keras needs TensorFlow)")
+                   help="local model folder, used when neither --model nor $CAPTION_MODEL_REPO names a usable "
+                        "model (default: weights/ beside app.py)")
+    add_model_arguments(p)
     return p.parse_args(argv)
 
 
@@ -243,8 +223,8 @@ def serve(demo: gr.Interface, host: str | None = None, port: int | None = None, 
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    folder = resolve_model_folder(args.weights)
-    serve(build_demo(load_captioner(folder, args.encoder), describe_weights(folder)), args.host, args.port)
+    captioner, folder = load_model(args.model, args.revision, args.encoder, args.weights)
+    serve(build_demo(captioner, describe_weights(folder)), args.host, args.port)
 
 
 if __name__ == "__main__":

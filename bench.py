@@ -340,9 +340,9 @@ from pathlib import Path
 weights, image, beam, encoder = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
 try:
     import app
-    captioner = app.load_captioner(weights, encoder)
+    captioner, _ = app.load_model(weights, encoder=encoder)
     app.build_demo(captioner)
-    via = "app.load_captioner"
+    via = "app.load_model"
 except ImportError as error:  # the app or Gradio is not there: load the model the way the app does
     from pipeline import Captioner
     captioner, via = Captioner.from_pretrained(weights, encoder=encoder), f"Captioner.from_pretrained ({error})"
