@@ -23,6 +23,15 @@ One process, real test-split images and the trained model in --weights:
     (what the Space installed before); the ratios are exported / Keras
 Prints a table with the targets of issues 4 and 11 and writes everything to --json. Timings are
 only reported, never asserted; the machine should be otherwise idle while this runs.
+
+  python bench.py --throughput 1000 --json t.json
+
+measures batch captioning instead (issue 10), and only that, on the first N test images with the
+exported encoder (no TensorFlow): the encoder alone on pixel batches decoded beforehand (its
+ceiling: the figure caption.py is held to), then caption.py's local engine and its Ray engine on
+the same files, each from the photo files to the records in a file, the model already loaded
+(Ray: already started, its actors loading the model inside the timing). The ratios are
+images/s over the encoder's; the target is local >= 0.9x.
 """
 import argparse
 import json
@@ -72,6 +81,10 @@ REPORT_KEYS = (
     "exported_end_to_end_p50_ms", "exported_end_to_end_ratio", "exported_app_startup_seconds",
     "exported_app_first_caption_ms", "exported_app_peak_rss_mb", "exported_startup_ratio", "exported_peak_rss_ratio",
 )
+# with --throughput only
+THROUGHPUT_KEYS = ("encoder_images_per_second", "local_images_per_second", "ray_images_per_second",
+                   "local_to_encoder_ratio", "ray_to_encoder_ratio")
+THROUGHPUT_TARGET = 0.9  # local_to_encoder_ratio, at least
 # with --install-size only
 INSTALL_KEYS = ("install_mb", "keras_install_mb", "install_size_ratio")
 
@@ -95,6 +108,9 @@ def parse_args(argv=None):
     p.add_argument("--install-size", action="store_true",
                    help="also build two fresh virtual environments (requirements.txt, and requirements.txt plus "
                         "TensorFlow and Keras) and compare their sizes; needs the package registry or pip's cache")
+    p.add_argument("--throughput", type=int, metavar="N",
+                   help="measure only batch captioning on the first N test images (see above)")
+    p.add_argument("--batch-size", type=int, default=32, help="batch size of the --throughput figures (default 32)")
     p.add_argument("--quick", action="store_true",
                    help="a smoke run: 2 images, 1 original caption, 20 training captions, 1 round (for tests)")
     args = p.parse_args(argv)
@@ -509,8 +525,70 @@ def table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def bench_throughput(weights: str, paths: list[str], batch_size: int, beam_size: int) -> dict:
+    """Images/s of the encoder alone on decoded pixels, and of caption.py's two engines on the files."""
+    import tempfile
+
+    import numpy as np
+
+    from pipeline.batch import caption_files, caption_record, load_pixels
+    from pipeline.model_source import load_model
+    from pipeline.ray_engine import caption_with_ray, connect
+    from pipeline.records import RecordFile
+
+    captioner, folder = load_model(weights)
+    pixels = [load_pixels(path) for path in paths]
+    batches = [np.stack(pixels[i:i + batch_size]) for i in range(0, len(pixels), batch_size)]
+    captioner.image_encoder.encode_pixels(batches[0])  # warm-up
+    start = time.perf_counter()
+    for batch in batches:
+        captioner.image_encoder.encode_pixels(batch)
+    out = {"encoder_images_per_second": len(paths) / (time.perf_counter() - start)}
+    with tempfile.TemporaryDirectory() as tmp:
+        def run(name, engine):
+            with RecordFile(Path(tmp, f"{name}.jsonl"), list(caption_record("", None, None, 0))) as records:
+                start = time.perf_counter()
+                engine(records.write)
+                out[f"{name}_images_per_second"] = records.recorded / (time.perf_counter() - start)
+
+        run("local", lambda write: caption_files(captioner, paths, write, batch_size=batch_size, beam_size=beam_size))
+        connect()
+        run("ray", lambda write: caption_with_ray(folder, "auto", paths, write, batch_size=batch_size,
+                                                  beam_size=beam_size))
+    out = {key: round(value, 2) for key, value in out.items()}
+    for engine in ("local", "ray"):
+        out[f"{engine}_to_encoder_ratio"] = round(out[f"{engine}_images_per_second"] /
+                                                  out["encoder_images_per_second"], 2)
+    return out
+
+
+def main_throughput(args) -> dict:
+    from pipeline.data import load_flickr8k
+    dataset = load_flickr8k(args.data)
+    paths = [str(dataset.image_path(name)) for name in dataset.split("test")[:args.throughput]]
+    started = time.perf_counter()
+    report = {"device": {"machine": platform.machine(), "processor": cpu_model(), "cpu_cores": os.cpu_count()},
+              "settings": {"weights": str(args.weights), "images": len(paths), "batch_size": args.batch_size,
+                           "beam_size": args.beam_size},
+              **bench_throughput(args.weights, paths, args.batch_size, args.beam_size)}
+    report["target_met"] = report["local_to_encoder_ratio"] >= THROUGHPUT_TARGET
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    print("| Batch captioning | images/s | ratio to the encoder alone |\n| --- | --- | --- |")
+    print(f"| Encoder alone, decoded batches of {args.batch_size} | {report['encoder_images_per_second']:g} | 1 |")
+    for engine in ("local", "ray"):
+        print(f"| caption.py --engine {engine} | {report[f'{engine}_images_per_second']:g} | "
+              f"{report[f'{engine}_to_encoder_ratio']:g} |")
+    print(f"\n{len(paths)} test images, beam {args.beam_size}; local >= {THROUGHPUT_TARGET}x the encoder: "
+          f"{'met' if report['target_met'] else 'MISSED'}; {report['seconds']} s in all.")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return report
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.throughput:
+        return main_throughput(args)
     started = time.perf_counter()
     import keras
     import tensorflow as tf
