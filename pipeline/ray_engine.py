@@ -68,6 +68,7 @@ def caption_with_ray(folder: Path, encoder: str, paths: list[str], write: Callab
     import ray
 
     connect()
+    ray.data.DataContext.get_current().enable_progress_bars = False  # caption.py shows its own
     # A Hub snapshot is named by repo and commit, so every node fetches those very weights
     model, revision = hub_snapshot(folder) or (str(Path(folder).resolve()), None)
     actors = actors or len([node for node in ray.nodes() if node["Alive"]])
@@ -77,7 +78,8 @@ def caption_with_ray(folder: Path, encoder: str, paths: list[str], write: Callab
                .map_batches(decode_batch, batch_size=batch_size, num_cpus=DECODE_CPUS)
                # num_cpus=1 reserves a CPU for scheduling; the encoder itself uses all of its node's
                # cores, which is why the default is one actor per node
-               .map_batches(CaptionActor, batch_size=batch_size, concurrency=actors, num_cpus=1,
+               .map_batches(CaptionActor, batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=actors),
+                            num_cpus=1,
                             fn_constructor_kwargs={"model": model, "revision": revision, "encoder": encoder,
                                                    "beam_size": beam_size, "n_best": n_best}))
     for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
