@@ -176,7 +176,8 @@ def release(upload: str, uploads: CountedUploads) -> None:
         discard_upload(Path(upload))
 
 
-def photo_interface(captioner: Captioner, uploads: CountedUploads, model_description: str | None = None) -> gr.Interface:
+def photo_interface(captioner: Captioner, uploads: CountedUploads,
+                    model_description: str | None = None) -> gr.Interface:
     """The first tab: one photo, its caption and the beam's best captions (/caption)."""
 
     def caption(image: str | None, beam_size: int):

@@ -109,6 +109,18 @@ def test_a_killed_run_resumes_and_ends_with_every_photo_once(exported_model, pho
     assert out.read_bytes() == before
 
 
+def test_resuming_a_file_with_a_photo_twice_keeps_its_first_record(exported_model, tmp_path):
+    out = tmp_path / "captions.jsonl"
+    run(exported_model, EXAMPLES[0], "--out", out)
+    line = out.read_text(encoding="utf-8")
+    # e.g. two outputs joined by hand, then cut off by a kill
+    out.write_text(line + line.replace('"caption": "', '"caption": "not this one: ') + line[:30], encoding="utf-8")
+    run(exported_model, *EXAMPLES[:2], "--out", out)
+    records = read_records(out)
+    assert [r["path"] for r in records] == [str(EXAMPLES[0]), str(EXAMPLES[1])]
+    assert records[0] == json.loads(line)
+
+
 def test_resuming_with_other_fields_is_refused(exported_model, tmp_path):
     out = tmp_path / "captions.csv"
     run(exported_model, EXAMPLES[0], "--out", out)
