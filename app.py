@@ -2,7 +2,8 @@
 
   python app.py [--host 0.0.0.0] [--port 7860]
 
-The model comes from the Hub repo in $CAPTION_MODEL_REPO, else weights/ (see pipeline/hub.py).
+The model comes from --model (a model folder or a Hub repo id), else the Hub repo in
+$CAPTION_MODEL_REPO, else weights/ (see pipeline/model_source.py).
 Its image encoder is the one exported into the model folder (OpenVINO: no TensorFlow needed);
 --encoder keras (or $CAPTION_ENCODER) runs the Keras backbone instead, from
 $CAPTION_BACKBONE_WEIGHTS or Keras' ImageNet download (requirements-train.txt). Gradio's own
@@ -12,6 +13,7 @@ import argparse
 import filecmp
 import logging
 import os
+import tempfile
 import threading
 from collections import Counter
 from pathlib import Path
@@ -22,18 +24,23 @@ import gradio as gr  # noqa: E402
 from gradio.utils import get_upload_folder  # noqa: E402
 from gradio_client.utils import is_http_url_like  # noqa: E402
 
-from pipeline import ArtifactError, Captioner  # noqa: E402
-from pipeline.captioner import ENCODER_CHOICES  # noqa: E402
-from pipeline.encoder import BACKBONE_WEIGHTS_ENV  # noqa: E402
-from pipeline.hub import (HOW_TO_GET_WEIGHTS, LOCAL_WEIGHTS, NoWeightsError, describe_weights,  # noqa: E402
-                          resolve_weights)
+from pipeline import Captioner, model_source  # noqa: E402
+from pipeline.batch import caption_pixels, load_pixels  # noqa: E402
+from pipeline.files import atomic_path  # noqa: E402
+from pipeline.hub import LOCAL_WEIGHTS, describe_weights  # noqa: E402
 from pipeline.images import ImageError  # noqa: E402
+from pipeline.model_source import ModelError, add_model_arguments  # noqa: E402
+from pipeline.records import Csv  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 MAX_BEAM = 10  # beam_search's limit
-# One request at a time: the encoder already spreads one image over both cores, so a second
-# request would only make both slower. The queue holds the rest.
-CONCURRENCY_LIMIT, QUEUE_SIZE = 1, 32
+# One request at a time, whichever tab it comes from (they share MODEL_QUEUE): the encoder already
+# spreads one image over both cores, so a second request would only make both slower. The queue
+# holds the rest.
+CONCURRENCY_LIMIT, QUEUE_SIZE, MODEL_QUEUE = 1, 32, "model"
+# A batch request holds the model for all its photos while the queue waits: a cap keeps that short
+MAX_BATCH_PHOTOS = 32
+BATCH_COLUMNS = ["file", "caption", "error"]
 MAX_UPLOAD_MB = 20
 MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 2**20
 # Gradio must write uploads to its temporary folder to hand them over. Each is deleted when its
@@ -55,6 +62,27 @@ and an LSTM decoder trained on the 6,000 training photos of [Flickr8k](https://d
 it knows people, dogs and outdoor scenes best. A larger beam size weighs more candidate sentences; the
 table lists the best ones with the probability the model gives each. Photos are not logged, and the
 server deletes each one as soon as it is captioned."""
+BATCH_DESCRIPTION = f"""Up to {MAX_BATCH_PHOTOS} photos at once: a row per photo with its caption, or why it has none,
+and the table as a CSV file. The photos are deleted as soon as they are captioned; the CSV file (names
+and captions) stays on the server for at most ten minutes. For thousands of photos, run `caption.py`."""
+
+
+def refuse_links(component: gr.components.Component) -> gr.components.Component:
+    """`component`, made to hand the handler LINK_STAND_IN in place of any photo given as a link.
+
+    Given a URL, Gradio would download it with no size or time limit, holding the one request
+    slot meanwhile: the upload limit would not apply.
+    (Instance overrides: a subclass would make Gradio write an app.pyi stub here.)
+    """
+    move_to_cache = component.async_move_resource_to_block_cache
+
+    async def refuse(url_or_file_path):
+        if url_or_file_path is not None and is_http_url_like(str(url_or_file_path)):
+            return LINK_STAND_IN
+        return await move_to_cache(url_or_file_path)
+
+    component.async_move_resource_to_block_cache = refuse
+    return component
 
 
 def photo_input() -> gr.Image:
@@ -62,21 +90,21 @@ def photo_input() -> gr.Image:
 
     gr.Image opens uploads with PIL before the function runs, so a non-image or a decompression
     bomb would fail there with Gradio's generic "Error"; load_image says what is wrong instead.
-    Given a URL, Gradio would download it with no size or time limit, holding the one request
-    slot meanwhile: the upload limit would not apply.
-    (Instance overrides: a gr.Image subclass would make Gradio write an app.pyi stub here.)
     """
     image = gr.Image(label="Photo")
     image.preprocess = lambda payload: None if payload is None else payload.path
-    move_to_cache = image.async_move_resource_to_block_cache
+    return refuse_links(image)
 
-    async def refuse_links(url_or_file_path):
-        if url_or_file_path is not None and is_http_url_like(str(url_or_file_path)):
-            return LINK_STAND_IN
-        return await move_to_cache(url_or_file_path)
 
-    image.async_move_resource_to_block_cache = refuse_links
-    return image
+def photo_files_input() -> gr.File:
+    """gr.File for several photos, passing their paths on as they are, and refusing links.
+
+    Its own preprocessing would refuse the whole request for one file of an unexpected type (and
+    leave an empty temporary file behind for each file); load_image judges each photo instead.
+    """
+    files = gr.File(label="Photos", file_count="multiple", file_types=["image"])
+    files.preprocess = lambda payload: None if payload is None else [f.path for f in payload]
+    return refuse_links(files)
 
 
 def read_upload(path: Path) -> bytes:
@@ -146,9 +174,15 @@ class CountedUploads(set):
             return True
 
 
-def build_demo(captioner: Captioner, model_description: str | None = None) -> gr.Interface:
-    """The app around `captioner`; `model_description` (pipeline.hub.describe_weights) goes in the footer."""
-    uploads = CountedUploads()
+def release(upload: str, uploads: CountedUploads) -> None:
+    """A request is done with `upload`: delete it unless another request still needs it."""
+    if upload != LINK_STAND_IN and uploads.release(upload):
+        discard_upload(Path(upload))
+
+
+def photo_interface(captioner: Captioner, uploads: CountedUploads,
+                    model_description: str | None = None) -> gr.Interface:
+    """The first tab: one photo, its caption and the beam's best captions (/caption)."""
 
     def caption(image: str | None, beam_size: int):
         """The photo's best caption, and the beam's best captions with their probabilities."""
@@ -162,19 +196,17 @@ def build_demo(captioner: Captioner, model_description: str | None = None) -> gr
         except ImageError as error:  # the user's file, not a fault: no traceback in the server's log
             raise gr.Error(f"Cannot caption this file: {error}", print_exception=False) from None
         finally:
-            if uploads.release(image):
-                discard_upload(Path(image))
+            release(image, uploads)
         if description.unfamiliar:
             # a note shown on the page beside the caption, not an output: API callers get the same two values
             gr.Warning(UNFAMILIAR_NOTE, title="Unfamiliar photo")
         # sentence probabilities are tiny numbers: keep significant digits, not decimals
         return description.caption, [[c.text, float(f"{c.probability:.3g}")] for c in description.n_best]
 
-    demo = gr.Interface(
+    interface = gr.Interface(
         fn=caption,
         inputs=photo_input(),
-        additional_inputs=gr.Slider(1, MAX_BEAM, value=3, step=1, precision=0, label="Beam size",
-                                    info="how many candidate sentences the search keeps"),
+        additional_inputs=beam_slider(),
         additional_inputs_accordion=gr.Accordion("Options", open=True),
         outputs=[gr.Textbox(label="Caption"),
                  gr.Dataframe(headers=["caption", "probability"], datatype=["str", "number"],
@@ -189,37 +221,91 @@ def build_demo(captioner: Captioner, model_description: str | None = None) -> gr
         concurrency_limit=CONCURRENCY_LIMIT,
         # people's own photos: flagging would save them on the server, so only the operator turns it on
         flagging_mode=os.environ.get("GRADIO_FLAGGING_MODE", "never"),
-        delete_cache=DELETE_UPLOADS,
-    ).queue(max_size=QUEUE_SIZE)
+    )
+    for event in interface.fns.values():
+        if event.api_name == "caption":
+            event.concurrency_id = MODEL_QUEUE
+    return interface
+
+
+def beam_slider() -> gr.Slider:
+    return gr.Slider(1, MAX_BEAM, value=3, step=1, precision=0, label="Beam size",
+                     info="how many candidate sentences the search keeps")
+
+
+def batch_csv(rows: list[list[str]]) -> str:
+    """The table as a CSV file in Gradio's cache, which serves it and deletes it with its sweep."""
+    folder = Path(tempfile.mkdtemp(dir=get_upload_folder(), prefix="captions-"))
+    with atomic_path(folder / "captions.csv") as tmp:
+        tmp.write_text(Csv.header(BATCH_COLUMNS) + Csv.format([dict(zip(BATCH_COLUMNS, row)) for row in rows],
+                                                                BATCH_COLUMNS), encoding="utf-8", newline="")
+    return str(folder / "captions.csv")
+
+
+def batch_tab(captioner: Captioner, uploads: CountedUploads) -> None:
+    """The second tab: several photos at once, a table of their captions and that table as CSV (/caption_batch)."""
+
+    def caption_batch(photos: list[str] | None, beam_size: int):
+        """A row per photo: its name, its caption or why it has none; and the rows as a CSV file."""
+        photos = photos or []
+        try:
+            if not photos:
+                raise gr.Error("Upload some photos first.", print_exception=False)
+            if len(photos) > MAX_BATCH_PHOTOS:
+                raise gr.Error(f"At most {MAX_BATCH_PHOTOS} photos at a time, please: this request has "
+                               f"{len(photos)}.", print_exception=False)
+            names, loaded = [], []
+            for photo in photos:
+                names.append("(a link)" if photo == LINK_STAND_IN else Path(photo).name)
+                try:
+                    loaded.append(NO_LINKS if photo == LINK_STAND_IN else load_pixels(read_upload(Path(photo))))
+                except gr.Error as error:  # too large, or gone: that photo's row says so
+                    loaded.append(error.message)
+            results = caption_pixels(captioner, loaded, beam_size)
+        finally:
+            for photo in photos:
+                release(photo, uploads)
+        rows = [[name, "", result] if isinstance(result, str) else [name, result[0].text, ""]
+                for name, result in zip(names, results)]
+        return rows, batch_csv(rows)
+
+    gr.Markdown(BATCH_DESCRIPTION)
+    with gr.Row():
+        with gr.Column():
+            photos, beam_size = photo_files_input(), beam_slider()
+            button = gr.Button("Caption them", variant="primary")
+        with gr.Column():
+            table = gr.Dataframe(headers=BATCH_COLUMNS, datatype=["str", "str", "str"], label="Captions",
+                                 interactive=False)
+            download = gr.DownloadButton("Download the table as CSV")
+    button.click(caption_batch, [photos, beam_size], [table, download], api_name="caption_batch",
+                 concurrency_limit=CONCURRENCY_LIMIT, concurrency_id=MODEL_QUEUE)
+
+
+def build_demo(captioner: Captioner, model_description: str | None = None) -> gr.Blocks:
+    """The app around `captioner`: a tab for one photo, one for many; `model_description`
+    (pipeline.hub.describe_weights) goes in the footer."""
+    uploads = CountedUploads()  # both tabs' uploads: the same photo may be in a request of each
+    # built outside the page: an Interface made inside a Blocks renders itself there, and again in its tab
+    single = photo_interface(captioner, uploads, model_description)
+    with gr.Blocks(title="Flickr8k image captioner", delete_cache=DELETE_UPLOADS) as demo:
+        with gr.Tab("One photo"):
+            single.render()
+        with gr.Tab("Many photos"):
+            batch_tab(captioner, uploads)
+    demo.queue(max_size=QUEUE_SIZE)
     # the sweep iterates the same object, so it goes on seeing every upload
     demo.upload_file_set = demo.temp_file_sets[0] = uploads
     return demo
 
 
-ENCODER_ENV = "CAPTION_ENCODER"
-
-
-def resolve_model_folder(local_weights: Path) -> Path:
-    """Where the model comes from (pipeline/hub.py); exits with what to do when there is none."""
+def load_model(model: str | Path | None = None, revision: str | None = None, encoder: str = "auto",
+               fallback: Path = LOCAL_WEIGHTS) -> tuple[Captioner, Path]:
+    """The model, once, at start-up (pipeline/model_source.py); exits with what to do when there is none."""
     try:
-        return resolve_weights(local_weights)
-    except NoWeightsError as error:
+        return model_source.load_model(model, revision, encoder, fallback)
+    except ModelError as error:
         raise SystemExit(f"error: {error}") from None
-
-
-def load_captioner(folder: Path, encoder: str = "auto") -> Captioner:
-    """The model, once, at start-up; exits with what to do when it cannot be loaded."""
-    try:
-        return Captioner.from_pretrained(folder, encoder=encoder)
-    except ArtifactError as error:
-        raise SystemExit(f"error: {error}\nTo get usable weights, {HOW_TO_GET_WEIGHTS}.") from None
-    except ImportError as error:  # the Keras encoder, where only requirements.txt is installed
-        raise SystemExit(f"error: the Keras encoder needs TensorFlow ({error}): install requirements-train.txt, "
-                         f"or export the encoder with `python export_encoder.py --weights {folder}`") from None
-    except Exception as error:  # Keras: a missing backbone file, or its bare Exception when its download fails
-        raise SystemExit(f"error: could not build the Xception backbone: {error}\nOffline, point "
-                         f"{BACKBONE_WEIGHTS_ENV} at a local weights file (README.md, 'Offline backbone "
-                         "weights').") from None
 
 
 def parse_args(argv=None):
@@ -228,15 +314,13 @@ def parse_args(argv=None):
                    "0.0.0.0 for the network)")
     p.add_argument("--port", type=int, help="port (default $GRADIO_SERVER_PORT, else the first free from 7860)")
     p.add_argument("--weights", type=Path, default=LOCAL_WEIGHTS,
-                   help="local model folder, used when $CAPTION_MODEL_REPO is unset or unreachable "
-                        "(default: weights/ beside app.py)")
-    p.add_argument("--encoder", choices=ENCODER_CHOICES, default=os.environ.get(ENCODER_ENV, "auto"),
-                   help=f"image encoder (default ${ENCODER_ENV}, else auto: the folder's exported encoder "
-                        "when it has one; keras needs TensorFlow)")
+                   help="local model folder, used when neither --model nor $CAPTION_MODEL_REPO names a usable "
+                        "model (default: weights/ beside app.py)")
+    add_model_arguments(p)
     return p.parse_args(argv)
 
 
-def serve(demo: gr.Interface, host: str | None = None, port: int | None = None, **launch_options):
+def serve(demo: gr.Blocks, host: str | None = None, port: int | None = None, **launch_options):
     """Start the server; `host`/`port` None leave the choice to Gradio's variables and defaults."""
     # run history would keep photos in the browser (or a connected bucket): the operator opts in
     run_history = os.environ.get("GRADIO_RUN_HISTORY", "false").lower() == "true"
@@ -250,8 +334,8 @@ def serve(demo: gr.Interface, host: str | None = None, port: int | None = None, 
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    folder = resolve_model_folder(args.weights)
-    serve(build_demo(load_captioner(folder, args.encoder), describe_weights(folder)), args.host, args.port)
+    captioner, folder = load_model(args.model, args.revision, args.encoder, args.weights)
+    serve(build_demo(captioner, describe_weights(folder)), args.host, args.port)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,16 @@ One process, real test-split images and the trained model in --weights:
     (what the Space installed before); the ratios are exported / Keras
 Prints a table with the targets of issues 4 and 11 and writes everything to --json. Timings are
 only reported, never asserted; the machine should be otherwise idle while this runs.
+
+  python bench.py --throughput 1000 --json t.json
+
+measures batch captioning instead (issue 10), and only that, on the first N test images with the
+exported encoder (no TensorFlow): the encoder alone on pixel batches decoded beforehand (its
+ceiling: the figure caption.py is held to), then caption.py's local engine and its Ray engine on
+the same files, each from the photo files to the records in a file, the model already loaded
+(Ray: already started, its actors loading the model inside the timing). The encoder alone and the
+local engine take turns, a few batches each; the ratios are images/s over the encoder's; the
+target is local >= 0.9x.
 """
 import argparse
 import json
@@ -75,6 +85,9 @@ REPORT_KEYS = (
     "exported_end_to_end_p50_ms", "exported_end_to_end_ratio", "exported_app_startup_seconds",
     "exported_app_first_caption_ms", "exported_app_peak_rss_mb", "exported_startup_ratio", "exported_peak_rss_ratio",
 )
+# with --throughput: local_to_encoder_ratio, at least
+THROUGHPUT_TARGET = 0.9
+THROUGHPUT_ROUND = 4  # batches per turn of the encoder alone and the local engine
 # with --install-size only
 INSTALL_KEYS = ("install_mb", "keras_install_mb", "install_size_ratio")
 
@@ -97,6 +110,9 @@ def parse_args(argv=None):
     p.add_argument("--install-size", action="store_true",
                    help="also build two fresh virtual environments (requirements.txt, and requirements.txt plus "
                         "TensorFlow and Keras) and compare their sizes; needs the package registry or pip's cache")
+    p.add_argument("--throughput", type=int, metavar="N",
+                   help="measure only batch captioning on the first N test images (see above)")
+    p.add_argument("--batch-size", type=int, default=32, help="batch size of the --throughput figures (default 32)")
     p.add_argument("--quick", action="store_true",
                    help="a smoke run: 2 images, 1 original caption, 20 training captions, 1 round (for tests)")
     add_data_arguments(p, default=str(ROOT.parent / "shared" / "flickr8k"))
@@ -343,9 +359,9 @@ from pathlib import Path
 weights, image, beam, encoder = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
 try:
     import app
-    captioner = app.load_captioner(weights, encoder)
+    captioner, _ = app.load_model(weights, encoder=encoder)
     app.build_demo(captioner)
-    via = "app.load_captioner"
+    via = "app.load_model"
 except ImportError as error:  # the app or Gradio is not there: load the model the way the app does
     from pipeline import Captioner
     captioner, via = Captioner.from_pretrained(weights, encoder=encoder), f"Captioner.from_pretrained ({error})"
@@ -513,8 +529,79 @@ def table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def bench_throughput(weights: str, paths: list[str], batch_size: int, beam_size: int) -> dict:
+    """Images/s of the encoder alone on decoded pixels, and of caption.py's two engines on the files.
+
+    The encoder alone and the local engine take turns on rounds of a few batches (the same images
+    in each turn), so that a busy spell of a shared machine slows both; Ray runs once over all the
+    images after them (its actors start and load the model inside its time).
+    """
+    import tempfile
+
+    import numpy as np
+
+    from pipeline.batch import caption_files, caption_record, load_pixels
+    from pipeline.model_source import load_model
+    from pipeline.ray_engine import caption_with_ray, connect
+    from pipeline.records import RecordFile
+
+    captioner, folder = load_model(weights)
+    encode = captioner.image_encoder.encode_pixels
+    encode(np.stack([load_pixels(path) for path in paths[:batch_size]]))  # warm-up
+    seconds = {"encoder": 0.0, "local": 0.0, "ray": 0.0}
+    with tempfile.TemporaryDirectory() as tmp:
+        def open_records(name):
+            return RecordFile(Path(tmp, f"{name}.jsonl"), list(caption_record("", None, None, 0)))
+
+        with open_records("local") as records:
+            for first in range(0, len(paths), THROUGHPUT_ROUND * batch_size):
+                images = paths[first:first + THROUGHPUT_ROUND * batch_size]
+                pixels = [load_pixels(path) for path in images]
+                start = time.perf_counter()
+                for i in range(0, len(pixels), batch_size):
+                    encode(np.stack(pixels[i:i + batch_size]))
+                seconds["encoder"] += time.perf_counter() - start
+                start = time.perf_counter()
+                caption_files(captioner, images, records.write, batch_size=batch_size, beam_size=beam_size)
+                seconds["local"] += time.perf_counter() - start
+        connect()
+        with open_records("ray") as records:
+            start = time.perf_counter()
+            caption_with_ray(folder, "auto", paths, records.write, batch_size=batch_size, beam_size=beam_size)
+            seconds["ray"] = time.perf_counter() - start
+    out = {f"{name}_images_per_second": round(len(paths) / value, 2) for name, value in seconds.items()}
+    for engine in ("local", "ray"):
+        out[f"{engine}_to_encoder_ratio"] = round(seconds["encoder"] / seconds[engine], 2)
+    return out
+
+
+def main_throughput(args) -> dict:
+    from pipeline.data import load_flickr8k
+    dataset = load_flickr8k(args.data)
+    paths = [str(dataset.image_path(name)) for name in dataset.split("test")[:args.throughput]]
+    started = time.perf_counter()
+    report = {"device": {"machine": platform.machine(), "processor": cpu_model(), "cpu_cores": os.cpu_count()},
+              "settings": {"weights": str(args.weights), "images": len(paths), "batch_size": args.batch_size,
+                           "beam_size": args.beam_size},
+              **bench_throughput(args.weights, paths, args.batch_size, args.beam_size)}
+    report["target_met"] = report["local_to_encoder_ratio"] >= THROUGHPUT_TARGET
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    print("| Batch captioning | images/s | ratio to the encoder alone |\n| --- | --- | --- |")
+    print(f"| Encoder alone, decoded batches of {args.batch_size} | {report['encoder_images_per_second']:g} | 1 |")
+    for engine in ("local", "ray"):
+        print(f"| caption.py --engine {engine} | {report[f'{engine}_images_per_second']:g} | "
+              f"{report[f'{engine}_to_encoder_ratio']:g} |")
+    print(f"\n{len(paths)} test images, beam {args.beam_size}; local >= {THROUGHPUT_TARGET}x the encoder: "
+          f"{'met' if report['target_met'] else 'MISSED'}; {report['seconds']} s in all.")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return report
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.throughput:
+        return main_throughput(args)
     started = time.perf_counter()
     import keras
     import tensorflow as tf

@@ -54,6 +54,18 @@ def has_artifact(folder: Path) -> bool:
     return all((folder / name).is_file() for name in ARTIFACT_FILES)
 
 
+def fetch_from_hub(repo_id: str, revision: str = "main") -> tuple[Path | None, str | None]:
+    """The snapshot folder of `repo_id` at `revision` (only the artifact's files), else None and why not."""
+    try:
+        folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_FILES))
+    except Exception as error:  # network, auth, unknown repo or revision, bad id
+        first_line = str(error).partition("\n")[0]
+        return None, f"unavailable ({type(error).__name__}: {first_line})"
+    if not has_artifact(folder):
+        return None, f"it lacks some of {', '.join(ARTIFACT_FILES)}"
+    return folder, None
+
+
 def resolve_weights(local: str | Path = LOCAL_WEIGHTS) -> Path:
     """The model folder to load: the Hub repo named by $CAPTION_MODEL_REPO, else `local`.
 
@@ -67,12 +79,7 @@ def resolve_weights(local: str | Path = LOCAL_WEIGHTS) -> Path:
     if repo_id:
         pinned = os.environ.get(REVISION_ENV)
         revision = pinned or "main"
-        try:
-            folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_FILES))
-            problem = None if has_artifact(folder) else f"it lacks some of {', '.join(ARTIFACT_FILES)}"
-        except Exception as error:  # network, auth, unknown repo or revision, bad id
-            first_line = str(error).partition("\n")[0]
-            problem = f"unavailable ({type(error).__name__}: {first_line})"
+        folder, problem = fetch_from_hub(repo_id, revision)
         if problem is None:
             log.info("model weights: Hub repo %s@%s (commit %s)", repo_id, revision, folder.name)
             return folder
@@ -88,17 +95,22 @@ def resolve_weights(local: str | Path = LOCAL_WEIGHTS) -> Path:
                          f"To get them, {HOW_TO_GET_WEIGHTS}.")
 
 
-def describe_weights(folder: Path) -> str:
-    """Which model a folder holds, for users: the Hub repo and commit, or the local weights' digest.
-
-    A folder from the Hub is a snapshot of its cache, `models--OWNER--NAME/snapshots/COMMIT`; a
-    local one is named by the digest of its weights, never by its path on this machine.
-    """
+def hub_snapshot(folder: Path) -> tuple[str, str] | None:
+    """(repo id, commit) when `folder` is a snapshot in the Hub cache, `models--OWNER--NAME/snapshots/COMMIT`."""
     folder = Path(folder)
     repo = folder.parent.parent.name
     if folder.parent.name == "snapshots" and repo.startswith("models--"):
-        return f"{repo.removeprefix('models--').replace('--', '/')} at commit {folder.name}"
-    return f"local weights, {WEIGHTS_FILE} SHA-256 {sha256_of(folder / WEIGHTS_FILE)[:12]}"
+        return repo.removeprefix("models--").replace("--", "/"), folder.name
+    return None
+
+
+def describe_weights(folder: Path) -> str:
+    """Which model a folder holds, for users: the Hub repo and commit, or the local weights' digest
+    (never its path on this machine)."""
+    snapshot = hub_snapshot(folder)
+    if snapshot:
+        return f"{snapshot[0]} at commit {snapshot[1]}"
+    return f"local weights, {WEIGHTS_FILE} SHA-256 {sha256_of(Path(folder) / WEIGHTS_FILE)[:12]}"
 
 
 def _read_json(path: Path) -> dict | None:

@@ -186,9 +186,9 @@ def test_uploads_are_not_logged(client, tmp_path, capfd, caplog):
 def test_flagging_is_off_unless_the_operator_turns_it_on(tiny_model, random_encoder, monkeypatch):
     captioner = Captioner.from_pretrained(tiny_model, image_encoder=random_encoder)
     monkeypatch.delenv("GRADIO_FLAGGING_MODE", raising=False)
-    assert app.build_demo(captioner).flagging_mode == "never"
+    assert app.photo_interface(captioner, app.CountedUploads()).flagging_mode == "never"
     monkeypatch.setenv("GRADIO_FLAGGING_MODE", "manual")
-    assert app.build_demo(captioner).flagging_mode == "manual"
+    assert app.photo_interface(captioner, app.CountedUploads()).flagging_mode == "manual"
 
 
 def test_examples_are_credited():
@@ -305,7 +305,57 @@ def test_an_unfamiliar_photo_gets_a_note_beside_its_caption(tiny_model, random_e
     captioner.familiarity = Familiarity(np.eye(1, FEATURE_DIM), dev_distances)
     photo = tmp_path / "photo.jpg"
     photo.write_bytes(EXAMPLES[0].read_bytes())
-    handler = next(iter(app.build_demo(captioner).fns.values())).fn
+    handler = next(iter(app.photo_interface(captioner, app.CountedUploads()).fns.values())).fn
     text, table = handler(str(photo), 3)
     assert text == table[0][0] == captioner.caption(EXAMPLES[0]) and len(table) == 3
     assert [str(w.message) for w in recwarn if str(w.message) == app.UNFAMILIAR_NOTE] == [app.UNFAMILIAR_NOTE] * unfamiliar
+
+
+# --- the batch tab (/caption_batch) ----------------------------------------------------------------
+
+def caption_batch(client, paths, beam_size=3):
+    return client.predict([handle_file(str(p)) for p in paths], beam_size, api_name="/caption_batch")
+
+
+def read_csv(download: dict) -> list[list[str]]:
+    """The rows of a CSV file the app returned (the client leaves files on the server: download_files=False)."""
+    import csv
+    return list(csv.reader(httpx.get(download["url"]).text.splitlines()))
+
+
+def test_many_photos_get_a_row_each_and_a_csv(client, tmp_path):
+    broken = tmp_path / "broken-photo.jpg"
+    broken.write_bytes(b"%PDF-1.4 these are not pixels\n")
+    photos = [EXAMPLES[0], broken, EXAMPLES[1]]
+    table, csv_file = caption_batch(client, photos)
+    assert table["headers"] == app.BATCH_COLUMNS
+    rows = table["data"]
+    assert [row[0] for row in rows] == [p.name for p in photos]
+    # the same captions as /caption gives one photo at a time
+    assert [rows[0][1], rows[2][1]] == [caption(client, EXAMPLES[0])[0], caption(client, EXAMPLES[1])[0]]
+    assert rows[1][1] == "" and "not an image" in rows[1][2] and rows[0][2] == rows[2][2] == ""
+    assert read_csv(csv_file) == [app.BATCH_COLUMNS, *rows]
+    assert all(uploads_named(p.name) == [] for p in photos[1:2])  # each upload deleted when its request is done
+
+
+def test_a_link_among_many_photos_gets_its_own_error_row(client):
+    table, _ = client.predict([handle_file(str(EXAMPLES[2])), handle_file("http://127.0.0.1:9/holiday.jpg")], 3,
+                              api_name="/caption_batch")
+    (_, text, error), (_, no_text, link_error) = table["data"]
+    assert text.strip() and error == "" and no_text == "" and link_error == app.NO_LINKS
+
+
+def test_too_many_photos_are_refused_and_deleted(client, tmp_path, monkeypatch):
+    monkeypatch.setattr(app, "MAX_BATCH_PHOTOS", 2)  # read by the handler at each request
+    photos = []
+    for i in range(3):
+        photos.append(tmp_path / f"one-too-many-{i}.jpg")
+        photos[-1].write_bytes(EXAMPLES[i].read_bytes() + bytes([i]))  # three distinct uploads
+    with pytest.raises(AppError, match="At most 2 photos at a time"):
+        caption_batch(client, photos)
+    assert all(uploads_named(p.name) == [] for p in photos)
+
+
+def test_no_photos_ask_for_some(client):
+    with pytest.raises(AppError, match="Upload some photos first"):
+        client.predict([], 3, api_name="/caption_batch")

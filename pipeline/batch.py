@@ -1,0 +1,154 @@
+"""Captioning many photos: finding them, one record per photo, and captioning batches with the
+encoder never waiting for image decoding. caption.py's local engine; the app's batch tab and the
+Ray engine (pipeline/ray_engine.py) share its pieces.
+"""
+import glob
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .captioner import Caption, Captioner
+from .encoder import IMAGE_SIZE
+from .images import ImageError, load_image, to_model_input
+
+# What a folder is searched for: every extension Pillow can open (explicit files are taken whatever
+# their name, and a non-image among them gets an error record).
+IMAGE_SUFFIXES = frozenset(ext for ext, kind in Image.registered_extensions().items() if kind in Image.OPEN)
+LIST_PREFIX = "@"
+GLOB_CHARACTERS = frozenset("*?[")
+# Batches decoded ahead of the encoder: enough that it never waits, few enough that memory stays
+# small (a batch of 32 is 8.6 MB of pixels).
+BATCHES_AHEAD = 2
+
+
+class PhotoListError(ValueError):
+    """An argument names no photo (a missing file or folder, a pattern with no match, a bad list)."""
+
+
+def _photos_in_folder(folder: Path) -> list[Path]:
+    """Image files under `folder`, recursively, in name order; hidden files and folders are skipped."""
+    found = []
+    for parent, folders, files in os.walk(folder, followlinks=True):
+        folders[:] = sorted(name for name in folders if not name.startswith("."))
+        found += [Path(parent, name) for name in sorted(files)
+                  if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES]
+    return found
+
+
+def _read_list(list_file: Path) -> list[str]:
+    """The entries of a list file: one a line; blank lines and lines starting with # are skipped;
+    relative entries are relative to the list file's folder."""
+    try:
+        lines = list_file.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
+    except OSError as error:
+        raise PhotoListError(f"cannot read the list {list_file}: {error.strerror}") from None
+    entries = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    return [str(list_file.parent / entry) for entry in entries]
+
+
+def _expand(argument: str) -> list[Path]:
+    path = Path(argument).expanduser()
+    if path.is_dir():
+        return _photos_in_folder(path)
+    if path.is_file():
+        return [path]
+    if GLOB_CHARACTERS & set(argument):
+        return [photo for match in sorted(glob.glob(str(path), recursive=True)) for photo in _expand(match)]
+    return []
+
+
+def find_photos(arguments: Iterable[str]) -> list[str]:
+    """The photos that `arguments` name, as absolute paths, each file once, in the order given.
+
+    An argument is a file, a folder (searched recursively for IMAGE_SUFFIXES), a glob pattern
+    (`**` crosses folders) or `@LIST`, a text file of such entries. The same file reached twice (by
+    two arguments, a symbolic link, or a folder and by name) is kept at its first place.
+    Raises PhotoListError for an argument that names nothing, so a typo does not go unnoticed.
+    """
+    photos, seen, unmatched = [], set(), []
+    todo = deque(arguments)
+    while todo:
+        argument = todo.popleft()
+        if argument.startswith(LIST_PREFIX):
+            todo.extendleft(reversed(_read_list(Path(argument[len(LIST_PREFIX):]).expanduser())))
+            continue
+        found = _expand(argument)
+        if not found:
+            unmatched.append(argument)
+        for path in found:
+            identity = os.path.realpath(path)
+            if identity not in seen:
+                seen.add(identity)
+                photos.append(os.path.abspath(path))
+    if unmatched:
+        shown = ", ".join(unmatched[:5]) + (f" and {len(unmatched) - 5} more" if len(unmatched) > 5 else "")
+        raise PhotoListError(f"no such file or folder, and no match: {shown}")
+    return photos
+
+
+def caption_record(path: str, captions: list[Caption] | None, error: str | None, n_best: int) -> dict:
+    """The output record of one photo: its best caption, or why it has none (`error`); with `n_best`,
+    the n-best captions with the probability the model gives each. Every record has every key."""
+    record = {"path": path, "caption": captions[0].text if captions else None, "error": error}
+    if n_best:
+        record["n_best"] = [{"caption": c.text, "probability": c.probability} for c in (captions or [])[:n_best]]
+    return record
+
+
+def load_pixels(source) -> np.ndarray | str:
+    """The encoder's input for one image, as Captioner.generate makes it (so the captions are the
+    same), or why the image cannot be captioned."""
+    try:
+        return to_model_input(load_image(source), IMAGE_SIZE)
+    except ImageError as error:
+        return str(error)
+    except OSError as error:  # e.g. a file that cannot be read (permissions)
+        return f"{source} could not be read ({error.strerror or error})"
+
+
+def caption_pixels(captioner: Captioner, loaded: list[np.ndarray | str], beam_size: int,
+                   n_best: int = 1) -> list[list[Caption] | str]:
+    """The n-best captions of each loaded image, or its error message as given: one encoder pass
+    over the images and one batched beam search."""
+    rows = [i for i, item in enumerate(loaded) if not isinstance(item, str)]
+    out: list = list(loaded)
+    if rows:
+        features = captioner.image_encoder.encode_pixels(np.stack([loaded[i] for i in rows]))
+        for i, captions in zip(rows, captioner.decode(features, beam_size, max(n_best, 1))):
+            out[i] = captions
+    return out
+
+
+def _batches(items: list, size: int) -> Iterator[list]:
+    return (items[i:i + size] for i in range(0, len(items), size))
+
+
+def caption_files(captioner: Captioner, paths: list[str], write: Callable[[list[dict]], None], *,
+                  batch_size: int = 32, beam_size: int = 3, n_best: int = 0, loaders: int | None = None) -> None:
+    """Caption `paths` batch by batch, handing each batch's records to `write` in order.
+
+    Threads decode and resize the next batches (Pillow releases the GIL) while the encoder runs
+    on the current one, so it never waits for them; each batch's captions come from one beam search.
+    """
+    with ThreadPoolExecutor(loaders or os.cpu_count(), thread_name_prefix="load") as pool:
+        batches = _batches(paths, batch_size)
+        ahead = deque()
+
+        def submit_next():
+            batch = next(batches, None)
+            if batch is not None:
+                ahead.append((batch, [pool.submit(load_pixels, path) for path in batch]))
+
+        for _ in range(BATCHES_AHEAD):
+            submit_next()
+        while ahead:
+            batch, futures = ahead.popleft()
+            submit_next()
+            results = caption_pixels(captioner, [f.result() for f in futures], beam_size, n_best)
+            write([caption_record(path, None, result, n_best) if isinstance(result, str)
+                   else caption_record(path, result, None, n_best) for path, result in zip(batch, results)])

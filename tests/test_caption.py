@@ -1,0 +1,158 @@
+"""caption.py: batch captioning into JSON Lines or CSV, resumable, with the local and the Ray engine."""
+import csv
+import json
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import caption
+from conftest import ROOT
+from pipeline import Captioner
+from pipeline.records import RecordFile
+
+EXAMPLES = sorted((ROOT / "examples").glob("*.jpg"))
+BROKEN = {"notes.jpg": "not an image format", "truncated.jpg": "truncated"}
+
+
+@pytest.fixture
+def photos(tmp_path) -> Path:
+    """Nested folders with non-ASCII names, two broken files, and files a folder search must skip."""
+    root = tmp_path / "photos"
+    for relative, example in [("a.jpg", 0), ("sub/b.jpg", 1), ("sub/deeper/c.jpg", 2), ("été/日本の犬.jpg", 3),
+                              ("sub/deeper/.hidden.jpg", 4), ("sub/README.txt", 5)]:
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(EXAMPLES[example], root / relative)
+    (root / "sub" / "notes.jpg").write_bytes(b"%PDF-1.4 these are not pixels\n")
+    (root / "truncated.jpg").write_bytes(EXAMPLES[5].read_bytes()[:4000])
+    return root
+
+
+def expected_photos(root: Path) -> set[str]:
+    return {str(root / p) for p in ("a.jpg", "sub/b.jpg", "sub/deeper/c.jpg", "été/日本の犬.jpg", "sub/notes.jpg",
+                                    "truncated.jpg")}
+
+
+def read_records(path: Path) -> list[dict]:
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".csv":
+        rows = list(csv.DictReader(text.splitlines()))
+        return [{**row, "error": row["error"] or None,
+                 **({"n_best": json.loads(row["n_best"])} if "n_best" in row else {})} for row in rows]
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def run(model, *args):
+    caption.main([*map(str, args), "--model", str(model)])
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_one_record_per_photo_with_errors_recorded(exported_model, photos, tmp_path, suffix):
+    out = tmp_path / f"captions{suffix}"
+    # b.jpg twice (by the folder and by name) and a.jpg through a link: each photo once
+    (tmp_path / "link.jpg").symlink_to(photos / "a.jpg")
+    run(exported_model, photos, photos / "sub" / "b.jpg", tmp_path / "link.jpg", "--out", out, "--batch-size", 2)
+    records = read_records(out)
+    assert Counter(r["path"] for r in records) == Counter(expected_photos(photos))
+    by_name = {Path(r["path"]).name: r for r in records}
+    for name, words in BROKEN.items():
+        assert words in by_name[name]["error"] and not by_name[name]["caption"]
+    captioned = [r for r in records if Path(r["path"]).name not in BROKEN]
+    # the same captions as the model gives one call at a time
+    captioner = Captioner.from_pretrained(exported_model)
+    expected = captioner.generate([r["path"] for r in captioned], beam_size=3)
+    assert [r["caption"] for r in captioned] == [best[0].text for best in expected]
+    assert all(r["error"] is None for r in captioned)
+
+
+def test_n_best_records_carry_probabilities(exported_model, tmp_path):
+    out = tmp_path / "captions.jsonl"
+    run(exported_model, *EXAMPLES[:3], "--out", out, "--beam-size", 3, "--n-best", 2)
+    for record in read_records(out):
+        probabilities = [c["probability"] for c in record["n_best"]]
+        assert len(probabilities) == 2 and record["n_best"][0]["caption"] == record["caption"]
+        assert all(0 < p <= 1 for p in probabilities) and probabilities == sorted(probabilities, reverse=True)
+
+
+class Killed(Exception):
+    """Stands in for SIGKILL: the run stops in the middle of writing a batch."""
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_a_killed_run_resumes_and_ends_with_every_photo_once(exported_model, photos, tmp_path, monkeypatch, suffix):
+    out = tmp_path / f"captions{suffix}"
+    listing = tmp_path / "list.txt"
+    listing.write_text("# the photos\n" + "\n".join(os.path.relpath(p, tmp_path) for p in sorted(
+        expected_photos(photos))) + "\n\n", encoding="utf-8")
+    write = RecordFile.write
+
+    def killed_in_the_second_batch(self, records):
+        if self.recorded:
+            self._file.write(self.format.format(records, self.fields)[:25])  # half a line, as a kill leaves it
+            self._file.flush()
+            raise Killed
+        write(self, records)
+
+    monkeypatch.setattr(RecordFile, "write", killed_in_the_second_batch)
+    with pytest.raises(Killed):
+        run(exported_model, f"@{listing}", "--out", out, "--batch-size", 2)
+    assert not out.read_text(encoding="utf-8").endswith("\n")  # the first batch, then half a record
+    monkeypatch.setattr(RecordFile, "write", write)
+    run(exported_model, f"@{listing}", "--out", out, "--batch-size", 2)
+    records = read_records(out)
+    assert Counter(r["path"] for r in records) == Counter(expected_photos(photos))
+    # and a run with nothing left to do changes nothing
+    before = out.read_bytes()
+    run(exported_model, f"@{listing}", "--out", out)
+    assert out.read_bytes() == before
+
+
+def test_resuming_a_file_with_a_photo_twice_keeps_its_first_record(exported_model, tmp_path):
+    out = tmp_path / "captions.jsonl"
+    run(exported_model, EXAMPLES[0], "--out", out)
+    line = out.read_text(encoding="utf-8")
+    # e.g. two outputs joined by hand, then cut off by a kill
+    out.write_text(line + line.replace('"caption": "', '"caption": "not this one: ') + line[:30], encoding="utf-8")
+    run(exported_model, *EXAMPLES[:2], "--out", out)
+    records = read_records(out)
+    assert [r["path"] for r in records] == [str(EXAMPLES[0]), str(EXAMPLES[1])]
+    assert records[0] == json.loads(line)
+
+
+def test_resuming_with_other_fields_is_refused(exported_model, tmp_path):
+    out = tmp_path / "captions.csv"
+    run(exported_model, EXAMPLES[0], "--out", out)
+    with pytest.raises(SystemExit, match="written with other options"):
+        run(exported_model, EXAMPLES[0], "--out", out, "--n-best", 2)
+
+
+def test_an_argument_that_names_nothing_stops_the_run_before_it_starts(exported_model, tmp_path):
+    out = tmp_path / "captions.jsonl"
+    with pytest.raises(SystemExit, match="no such file or folder, and no match: .*missing.jpg"):
+        run(exported_model, EXAMPLES[0], tmp_path / "missing.jpg", "--out", out)
+    assert not out.exists()
+    with pytest.raises(SystemExit, match=r"must end in \.jsonl or \.csv"):
+        run(exported_model, EXAMPLES[0], "--out", tmp_path / "captions.txt")
+
+
+def test_the_ray_engine_writes_the_same_records(exported_model, photos, tmp_path):
+    ray = pytest.importorskip("ray")
+    from pipeline import ray_engine
+    local, distributed = tmp_path / "local.jsonl", tmp_path / "ray.jsonl"
+    run(exported_model, photos, "--out", local, "--n-best", 2, "--batch-size", 4)
+    ray_engine.connect(num_cpus=2, object_store_memory=100 * 2**20, include_dashboard=False)
+    try:
+        run(exported_model, photos, "--out", distributed, "--n-best", 2, "--batch-size", 4, "--engine", "ray")
+    finally:
+        ray.shutdown()
+    by_path = {r["path"]: r for r in read_records(local)}
+    ray_records = read_records(distributed)
+    assert len(ray_records) == len(by_path)
+    for record in ray_records:
+        expected = by_path[record["path"]]
+        assert record["caption"] == expected["caption"] and record["error"] == expected["error"]
+        assert [c["caption"] for c in record["n_best"]] == [c["caption"] for c in expected["n_best"]]
+        assert [c["probability"] for c in record["n_best"]] == pytest.approx(
+            [c["probability"] for c in expected["n_best"]], rel=1e-5)
