@@ -265,7 +265,7 @@ def batch_tab(captioner: Captioner, uploads: CountedUploads) -> None:
         finally:
             for photo in photos:
                 release(photo, uploads)
-        rows = [[name, "", result] if isinstance(result, str) else [name, result[0].text, ""]
+        rows = [[name, "", result] if isinstance(result, str) else [name, result.caption, ""]
                 for name, result in zip(names, results)]
         return rows, batch_csv(rows)
 

@@ -551,7 +551,7 @@ def bench_throughput(weights: str, paths: list[str], batch_size: int, beam_size:
     seconds = {"encoder": 0.0, "local": 0.0, "ray": 0.0}
     with tempfile.TemporaryDirectory() as tmp:
         def open_records(name):
-            return RecordFile(Path(tmp, f"{name}.jsonl"), list(caption_record("", None, None, 0)))
+            return RecordFile(Path(tmp, f"{name}.jsonl"), list(caption_record("", None, 0)))
 
         with open_records("local") as records:
             for first in range(0, len(paths), THROUGHPUT_ROUND * batch_size):

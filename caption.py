@@ -70,7 +70,7 @@ def main(argv=None):
         format_of(args.out)
         photos = find_photos(args.photos)
         folder = resolve_model(args.model, args.revision)
-        fields = list(caption_record("", None, None, args.n_best))
+        fields = list(caption_record("", None, args.n_best))
         with RecordFile(args.out, fields) as records:
             todo = [path for path in photos if not records.is_done(path)]
             print(f"{len(photos)} photos, {len(photos) - len(todo)} already in {args.out}", file=sys.stderr)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .captioner import Caption, Captioner
+from .captioner import Captioner, Description
 from .encoder import IMAGE_SIZE
 from .images import ImageError, load_image, to_model_input
 
@@ -91,12 +91,18 @@ def find_photos(arguments: Iterable[str]) -> list[str]:
     return photos
 
 
-def caption_record(path: str, captions: list[Caption] | None, error: str | None, n_best: int) -> dict:
-    """The output record of one photo: its best caption, or why it has none (`error`); with `n_best`,
-    the n-best captions with the probability the model gives each. Every record has every key."""
-    record = {"path": path, "caption": captions[0].text if captions else None, "error": error}
+def caption_record(path: str, result: Description | str | None, n_best: int) -> dict:
+    """The output record of one photo from its Description, or from why it has none (`error`): its
+    best caption, its familiarity (None for a model without one) and, with `n_best`, the n-best
+    captions with the probability the model gives each. Every record has every key."""
+    described = isinstance(result, Description)
+    record = {"path": path, "caption": result.caption if described else None,
+              "familiarity": None if not described or result.familiarity is None else round(result.familiarity, 4),
+              "unfamiliar": result.unfamiliar if described and result.familiarity is not None else None,
+              "error": None if described else result}
     if n_best:
-        record["n_best"] = [{"caption": c.text, "probability": c.probability} for c in (captions or [])[:n_best]]
+        record["n_best"] = [{"caption": c.text, "probability": c.probability}
+                            for c in (result.n_best if described else [])[:n_best]]
     return record
 
 
@@ -112,15 +118,15 @@ def load_pixels(source) -> np.ndarray | str:
 
 
 def caption_pixels(captioner: Captioner, loaded: list[np.ndarray | str], beam_size: int,
-                   n_best: int = 1) -> list[list[Caption] | str]:
-    """The n-best captions of each loaded image, or its error message as given: one encoder pass
-    over the images and one batched beam search."""
+                   n_best: int = 1) -> list[Description | str]:
+    """The Description of each loaded image (its n-best captions, its familiarity), or its error
+    message as given: one encoder pass over the images and one batched beam search."""
     rows = [i for i, item in enumerate(loaded) if not isinstance(item, str)]
     out: list = list(loaded)
     if rows:
         features = captioner.image_encoder.encode_pixels(np.stack([loaded[i] for i in rows]))
-        for i, captions in zip(rows, captioner.decode(features, beam_size, max(n_best, 1))):
-            out[i] = captions
+        for i, description in zip(rows, captioner.describe_features(features, beam_size, max(n_best, 1))):
+            out[i] = description
     return out
 
 
@@ -150,5 +156,4 @@ def caption_files(captioner: Captioner, paths: list[str], write: Callable[[list[
             batch, futures = ahead.popleft()
             submit_next()
             results = caption_pixels(captioner, [f.result() for f in futures], beam_size, n_best)
-            write([caption_record(path, None, result, n_best) if isinstance(result, str)
-                   else caption_record(path, result, None, n_best) for path, result in zip(batch, results)])
+            write([caption_record(path, result, n_best) for path, result in zip(batch, results)])

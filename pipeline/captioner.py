@@ -169,13 +169,16 @@ class Captioner:
 
     def describe(self, image, beam_size: int = 3) -> Description:
         """The caption, the `beam_size` best captions and the photo's familiarity."""
-        features = self.image_encoder.encode([image], 1)
-        n_best = self.decode(features, beam_size, n_best=beam_size)[0]
+        return self.describe_features(self.image_encoder.encode([image], 1), beam_size)[0]
+
+    def describe_features(self, features: np.ndarray, beam_size: int = 3, n_best: int | None = None) -> list[Description]:
+        """A Description of each feature row, with its `n_best` (default beam_size) best captions."""
+        captions = self.decode(features, beam_size, n_best or beam_size)
         if self.familiarity is None:
-            return Description(n_best[0].text, n_best, None, False)
-        familiarity = float(self.familiarity(features)[0])
-        return Description(n_best[0].text, n_best, familiarity,
-                           familiarity < self.config["familiarity"]["unfamiliar_below"])
+            return [Description(best[0].text, best, None, False) for best in captions]
+        threshold = self.config["familiarity"]["unfamiliar_below"]
+        return [Description(best[0].text, best, float(f), bool(f < threshold))
+                for best, f in zip(captions, self.familiarity(features))]
 
     def caption(self, image, beam_size: int = 3) -> str:
         """`image`: a path, PIL image, bytes or HxWx3 array."""

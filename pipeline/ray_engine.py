@@ -56,9 +56,7 @@ class CaptionActor:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         loaded = [error or pixels for pixels, error in zip(batch["pixels"], batch["error"])]
         results = caption_pixels(self.captioner, loaded, self.beam_size, self.n_best)
-        records = [caption_record(path, None, result, self.n_best) if isinstance(result, str)
-                   else caption_record(path, result, None, self.n_best)
-                   for path, result in zip(batch["path"], results)]
+        records = [caption_record(path, result, self.n_best) for path, result in zip(batch["path"], results)]
         return {"record": np.array([json.dumps(record) for record in records], dtype=object)}
 
 
