@@ -127,3 +127,12 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture
+def image_dir(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(10):
+        write_image(folder / f"{i}.jpg", i, (8, 8))
+    return folder
