@@ -2,12 +2,13 @@
 damaged parts. A stand-in encoder keeps these tests free of TensorFlow (fast enough for mutmut)."""
 import logging
 import os
+import re
 import time
 
 import numpy as np
 import pytest
 
-from pipeline.feature_cache import FeatureCache, extract_features
+from pipeline.feature_cache import FeatureCache, default_cache_dir, extract_features
 from pipeline.images import load_image
 from conftest import write_image
 
@@ -26,6 +27,12 @@ class CountingEncoder:
             raise KeyboardInterrupt("simulated crash")
         self.encoded += [getattr(image, "name", "<in memory>") for image in images]
         return np.stack([np.asarray(load_image(image), np.float32)[:, 0].mean(0) for image in images])
+
+
+@pytest.fixture(autouse=True)
+def default_cache_in_tmp(tmp_path, monkeypatch):
+    """The default cache folder, should a test (or a mutant) fall back to it, is never the user's."""
+    monkeypatch.setenv("CAPTION_CACHE_DIR", str(tmp_path / "default-cache"))
 
 
 def test_cache_is_reused_and_keyed_by_encoder(tmp_path, image_dir):
@@ -118,3 +125,62 @@ def test_a_crash_while_a_part_is_written_leaves_no_part(tmp_path, monkeypatch, c
     with caplog.at_level("WARNING"):
         assert FeatureCache(tmp_path, "k").features == {}
     assert not list((tmp_path / "features" / "k").glob("part-*.npz")) and "unreadable" not in caplog.text
+
+
+def test_the_default_cache_is_in_the_home_folder_unless_caption_cache_dir_names_one(tmp_path, monkeypatch, image_dir):
+    monkeypatch.delenv("CAPTION_CACHE_DIR")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_cache_dir() == tmp_path / "home" / ".cache" / "flickr8k-captioner"
+    monkeypatch.setenv("CAPTION_CACHE_DIR", str(tmp_path / "elsewhere"))
+    assert default_cache_dir() == tmp_path / "elsewhere"
+    extract_features(CountingEncoder(), image_dir, ["0.jpg"])  # no cache_root: the default
+    assert len(list((tmp_path / "elsewhere" / "features" / "k1").glob("part-*.npz"))) == 1
+
+
+def test_the_log_and_the_progress_bar_count_the_images_still_to_encode(tmp_path, image_dir, caplog, capsys):
+    names = [f"{i}.jpg" for i in range(10)]
+    extract_features(CountingEncoder(), image_dir, names[:8], tmp_path / "cache")
+    capsys.readouterr()
+    with caplog.at_level(logging.INFO, logger="pipeline.feature_cache"):
+        extract_features(CountingEncoder(), image_dir, names, tmp_path / "cache")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"extracting features of 2 image(s) into {tmp_path / 'cache' / 'features' / 'k1'} (8 already cached)"]
+    final = capsys.readouterr().err.split("\r")[-1]
+    assert re.match(r"image features: 100%\|[^|]*\| 2/2 \[[^]]*img/s\]", final), final
+
+
+def test_images_go_to_the_encoder_in_chunks_of_512_with_its_batch_size_of_32(tmp_path):
+    class Recorder:
+        calls = []
+
+        def cache_key(self):
+            return "recorder"
+
+        def encode(self, images, batch_size=None):
+            self.calls.append((len(images), batch_size))
+            return np.zeros((len(images), 2), np.float32)
+
+    (tmp_path / "images").mkdir()
+    names = [f"{i}.bin" for i in range(513)]
+    for i, name in enumerate(names):
+        (tmp_path / "images" / name).write_bytes(str(i).encode())  # distinct contents, distinct keys
+    assert extract_features(Recorder(), tmp_path / "images", names, tmp_path / "cache").shape == (513, 2)
+    assert Recorder.calls == [(512, 32), (1, 32)]
+
+
+def test_parts_store_float32_features(tmp_path):
+    FeatureCache(tmp_path, "k").add(["a", "b"], np.array([[0.1, 0.2], [0.3, 0.4]], np.float64))
+    stored = FeatureCache(tmp_path, "k").get(["b", "a"])
+    assert stored.dtype == np.float32
+    np.testing.assert_allclose(stored, [[0.3, 0.4], [0.1, 0.2]], rtol=1e-6)
+
+
+def test_a_part_holding_pickled_objects_is_removed_unread(tmp_path, caplog):
+    """A part is data, never code: one whose arrays need unpickling is refused like a corrupt one."""
+    folder = tmp_path / "features" / "k"
+    folder.mkdir(parents=True)
+    np.savez(folder / "part-pickled.npz", keys=np.array(["a"], dtype=object), features=np.ones((1, 2), np.float32))
+    with caplog.at_level(logging.WARNING, logger="pipeline.feature_cache"):
+        assert FeatureCache(tmp_path, "k").features == {}
+    assert not (folder / "part-pickled.npz").exists()
+    assert caplog.records[0].getMessage().startswith("feature cache: removing unreadable part part-pickled.npz (")
