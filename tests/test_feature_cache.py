@@ -3,14 +3,20 @@ damaged parts. A stand-in encoder keeps these tests free of TensorFlow (fast eno
 import logging
 import os
 import re
+import threading
 import time
 
 import numpy as np
 import pytest
+import tqdm
 
 from pipeline.feature_cache import FeatureCache, default_cache_dir, extract_features
 from pipeline.images import load_image
 from conftest import write_image
+
+# tqdm's default lock includes a multiprocessing lock that forked processes share: one killed
+# while holding it (mutmut kills mutants that time out) would hang the progress bar of every later one.
+tqdm.tqdm.set_lock(threading.RLock())
 
 
 class CountingEncoder:
