@@ -6,6 +6,7 @@ import pytest
 from pycocoevalcap.cider.cider import Cider
 
 import compare
+from pipeline import metrics
 from pipeline.metrics import caption_metrics, fluency, paired_bootstrap, python_tokenize
 
 REFERENCES = {f"{i}.jpg": refs for i, refs in enumerate([
@@ -52,6 +53,23 @@ def test_resamples_pair_the_images():
     weights = np.random.default_rng(1).multinomial(6, np.full(6, 1 / 6), size=2000)
     expected = np.percentile(weights @ (scores["good"] - scores["poor"]) / 6, [2.5, 97.5])
     np.testing.assert_allclose([report["cider_difference_ci95_low"], report["cider_difference_ci95_high"]], expected)
+
+
+def test_the_report_says_what_it_measured_and_defaults_to_1000_seeded_resamples(monkeypatch):
+    def no_java(*args, **kwargs):
+        raise AssertionError("Java started although use_java=False")
+
+    monkeypatch.setattr(metrics, "PTBTokenizer", no_java)
+    report = paired_bootstrap(REFERENCES, POOR, GOOD, use_java=False)
+    assert (report["images"], report["resamples"], report["tokenizer"]) == (6, 1000, "python")
+    assert report == paired_bootstrap(REFERENCES, POOR, GOOD, resamples=1000, seed=0, use_java=False)
+
+
+def test_the_repeated_phrase_share_is_of_all_captions_to_four_places():
+    assert fluency({"a": "a man and a man"})["repeated_phrase_share"] == 1.0
+    assert fluency({"a": "a man and a man", "b": "a dog", "c": "a cat"})["repeated_phrase_share"] == 0.3333
+    assert fluency({}) == {"empty_captions": 0, "repeated_word_captions": 0, "function_word_endings": 0,
+                           "repeated_phrase_share": 0.0}
 
 
 def test_fluency_counts():

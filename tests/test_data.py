@@ -1,4 +1,5 @@
 import logging
+import re
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -28,7 +29,8 @@ def test_kaggle_layout_makes_deterministic_split(tmp_path, caplog):
     (tmp_path / "captions.txt").write_text("\r\n".join(rows))
     with caplog.at_level(logging.WARNING):
         first, second = load_flickr8k(tmp_path), load_flickr8k(tmp_path)
-    assert "no split files" in caplog.text
+    assert (f"{tmp_path} has no split files: using a deterministic split (seed 8091) of 30 train / 5 dev / 5 test images"
+            in [r.getMessage() for r in caplog.records])
     assert first.splits == second.splits
     sizes = {k: len(v) for k, v in first.splits.items()}
     assert sizes == {"train": 30, "dev": 5, "test": 5}
@@ -62,7 +64,53 @@ def test_listed_images_without_captions_are_left_out_of_the_split(original_layou
     with caplog.at_level(logging.WARNING):
         data = load_flickr8k(original_layout)
     assert data.split("train") == ["img0.jpg", "img2.jpg", "img3.jpg"]
-    assert "Flickr_8k.trainImages.txt: 1 image(s) without captions" in caplog.text
+    train_list = original_layout / "Flickr8k_text" / "Flickr_8k.trainImages.txt"
+    assert f"{train_list}: 1 image(s) without captions or files left out" in [r.getMessage() for r in caplog.records]
+
+
+def test_the_warning_about_missing_images_names_the_first_three(original_layout, caplog):
+    images = original_layout / "Flicker8k_Dataset"
+    (images / "img1.jpg").unlink(), (images / "img2.jpg").unlink()  # with the bogus `.jpg.1`: three missing
+    with caplog.at_level(logging.WARNING):
+        data = load_flickr8k(original_layout)
+    skipped = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipping")]
+    assert skipped == [f"skipping 3 captioned image(s) not found in {images}: img1.jpg, img2.jpg, "
+                       "2258277193_586949ec62.jpg.1"]
+    assert sorted(data.captions) == ["img0.jpg", "img3.jpg", "img4.jpg", "img5.jpg"]
+    (images / "img3.jpg").unlink()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        load_flickr8k(original_layout)
+    skipped = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipping")]
+    assert skipped == [f"skipping 4 captioned image(s) not found in {images}: img1.jpg, img2.jpg, img3.jpg ..."]
+
+
+def test_an_image_name_may_hold_a_hash_and_a_caption_a_tab(original_layout):
+    write_image(original_layout / "Flicker8k_Dataset" / "photo#2.jpg", 9)
+    token_file = original_layout / "Flickr8k_text" / "Flickr8k.token.txt"
+    token_file.write_text(token_file.read_text() + "photo#2.jpg#0\tA dog\tjumps .\n")
+    data = load_flickr8k(original_layout)
+    assert data.captions["photo#2.jpg"] == ["A dog\tjumps ."]
+    assert data.image_path("photo#2.jpg") == original_layout / "Flicker8k_Dataset" / "photo#2.jpg"
+
+
+@pytest.mark.parametrize("bad_line", ["img0.jpg\tA dog without its caption number .",
+                                      "img0.jpg#0 A dog after a space, not a tab, " + "and so on " * 8])
+def test_a_malformed_token_line_is_named_by_its_number_and_quoted(original_layout, bad_line):
+    token_file = original_layout / "Flickr8k_text" / "Flickr8k.token.txt"
+    token_file.write_text("img0.jpg#0\tA dog .\n" + bad_line + "\n")
+    message = f"{token_file}:2: expected 'IMAGE.jpg#N<TAB>caption', got {bad_line[:60]!r}"
+    with pytest.raises(DatasetError, match=f"^{re.escape(message)}$"):
+        load_flickr8k(original_layout)
+
+
+def test_a_kaggle_row_without_a_caption_is_named_by_its_line(tmp_path):
+    (tmp_path / "Images").mkdir()
+    write_image(tmp_path / "Images" / "k.jpg", 0, (8, 8))
+    (tmp_path / "captions.txt").write_text("image,caption\nk.jpg,A cat .\nk.jpg\n")
+    message = f"{tmp_path / 'captions.txt'}:3: expected 'image,caption', got ['k.jpg']"
+    with pytest.raises(DatasetError, match=f"^{re.escape(message)}$"):
+        load_flickr8k(tmp_path)
 
 
 def test_kaggle_captions_need_their_header(tmp_path):

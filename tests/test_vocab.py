@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.vocab import STOP_WORDS, Vocabulary, clean_caption
+from pipeline.vocab import SPECIALS, STOP_WORDS, Vocabulary, clean_caption
 
 
 def test_cleaning_keeps_function_words_and_drops_digits_and_punctuation():
@@ -29,10 +29,15 @@ def test_vocabulary_min_count_specials_and_json_round_trip(tmp_path):
     assert loaded.tokens == vocab.tokens and loaded.end_id == vocab.end_id
 
 
+def test_by_default_the_vocabulary_keeps_words_seen_at_least_five_times():
+    assert Vocabulary.build([["dog", "runs"]] * 5 + [["cat"]] * 4).tokens == [*SPECIALS, "dog", "runs"]
+
+
 def test_vocabulary_rejects_malformed_token_lists():
-    with pytest.raises(ValueError):
-        Vocabulary(["a", "b"])
-    with pytest.raises(ValueError):
+    message = "a vocabulary must start with ('<pad>', '<start>', '<end>', '<unk>'), got ['a', 'b', 'c', 'd']"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        Vocabulary(["a", "b", "c", "d", "e"])
+    with pytest.raises(ValueError, match="^a vocabulary holds each token once$"):
         Vocabulary(["<pad>", "<start>", "<end>", "<unk>", "a", "a"])
 
 
