@@ -1,5 +1,6 @@
 """Beam search against brute force, driven by a fake step function over a tiny vocabulary."""
 import itertools
+import re
 
 import numpy as np
 import pytest
@@ -83,9 +84,11 @@ def test_batch_matches_one_by_one_and_never_emits_banned_tokens():
         assert [h.log_prob for h in hyps] == sorted((h.log_prob for h in hyps), reverse=True)
 
 
-@pytest.mark.parametrize("beam_size, n_best", [(0, 1), (11, 1), (3, 4)])
-def test_bad_arguments(beam_size, n_best):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("beam_size, n_best, message", [
+    (0, 1, "beam_size must be between 1 and 10, got 0"), (11, 1, "beam_size must be between 1 and 10, got 11"),
+    (3, 4, "n_best must be between 1 and beam_size (3), got 4")])
+def test_bad_arguments(beam_size, n_best, message):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         search([1], beam_size, 3, n_best)
 
 

@@ -1,5 +1,6 @@
 import logging
 import re
+import shutil
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -41,7 +42,9 @@ def test_kaggle_layout_makes_deterministic_split(tmp_path, caplog):
 @pytest.mark.parametrize("breakage, message", [
     (lambda root: (root / "Flickr8k_text" / "Flickr8k.token.txt").write_text("\r\n  \n"), "empty file"),
     (lambda root: (root / "Flickr8k_text" / "Flickr_8k.devImages.txt").unlink(), "Flickr_8k.devImages.txt"),
-    (lambda root: [p.unlink() for p in (root / "Flicker8k_Dataset").iterdir()], "none of the images"),
+    (lambda root: [p.unlink() for p in (root / "Flicker8k_Dataset").iterdir()],
+     "none of the images listed in .*Flickr8k.token.txt exist in .*Flicker8k_Dataset"),
+    (lambda root: shutil.rmtree(root / "Flicker8k_Dataset"), "missing image folder: .*Flicker8k_Dataset"),
     (lambda root: (root / "Flickr8k_text" / "Flickr8k.token.txt").write_text("no tab here\n"), "expected"),
 ])
 def test_clear_errors_name_the_path(original_layout, breakage, message):
@@ -49,6 +52,11 @@ def test_clear_errors_name_the_path(original_layout, breakage, message):
     with pytest.raises(DatasetError, match=message) as error:
         load_flickr8k(original_layout)
     assert str(original_layout) in str(error.value)
+
+
+def test_an_unknown_split_is_named_with_the_known_ones(original_layout):
+    with pytest.raises(DatasetError, match=re.escape("unknown split 'val'; this dataset has ['dev', 'test', 'train']")):
+        load_flickr8k(original_layout).split("val")
 
 
 def test_a_byte_order_mark_is_not_part_of_the_first_name(original_layout):
