@@ -92,6 +92,15 @@ def test_bad_arguments(beam_size, n_best, message):
         search([1], beam_size, 3, n_best)
 
 
+def test_inputs_that_finish_early_leave_the_others_searching():
+    """A batch whose inputs finish at different steps: each gets what it gets alone."""
+    seeds = list(range(12))
+    batched = beam_search(biased_step(1.5), (np.array(seeds, np.int64),), len(seeds), START, END, beam_size=3,
+                          max_length=6, n_best=1, banned_ids=(PAD, START))
+    assert batched == [search_biased(seed, 3, 6, 1, end_bias=1.5) for seed in seeds]
+    assert len({len(best.tokens) for (best,) in batched}) > 1
+
+
 @pytest.mark.parametrize("min_length, max_length", [(-1, 3), (4, 3)])
 def test_min_length_must_be_between_zero_and_max_length(min_length, max_length):
     with pytest.raises(ValueError, match="min_length"):
