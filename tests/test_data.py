@@ -121,6 +121,16 @@ def test_a_kaggle_row_without_a_caption_is_named_by_its_line(tmp_path):
         load_flickr8k(tmp_path)
 
 
+@pytest.mark.parametrize("images, message", [(None, "missing image folder: .*Images"),
+                                             ([], "none of the images listed in .*captions.txt exist in .*Images")])
+def test_kaggle_layout_errors_name_the_path(tmp_path, images, message):
+    if images is not None:
+        (tmp_path / "Images").mkdir()
+    (tmp_path / "captions.txt").write_text("image,caption\nk.jpg,A cat .\n")
+    with pytest.raises(DatasetError, match=message):
+        load_flickr8k(tmp_path)
+
+
 def test_kaggle_captions_need_their_header(tmp_path):
     (tmp_path / "Images").mkdir()
     write_image(tmp_path / "Images" / "k.jpg", 0, (8, 8))

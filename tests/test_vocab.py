@@ -29,8 +29,9 @@ def test_vocabulary_min_count_specials_and_json_round_trip(tmp_path):
     assert loaded.tokens == vocab.tokens and loaded.end_id == vocab.end_id
 
 
-def test_by_default_the_vocabulary_keeps_words_seen_at_least_five_times():
-    assert Vocabulary.build([["dog", "runs"]] * 5 + [["cat"]] * 4).tokens == [*SPECIALS, "dog", "runs"]
+def test_by_default_the_vocabulary_keeps_words_seen_at_least_five_times_most_frequent_first():
+    captions = [["zebra", "runs"]] * 5 + [["zebra", "ant"]] * 2 + [["cat"]] * 4 + [["ant"]] * 4
+    assert Vocabulary.build(captions).tokens == [*SPECIALS, "zebra", "ant", "runs"]  # ties in alphabetical order
 
 
 def test_vocabulary_rejects_malformed_token_lists():
