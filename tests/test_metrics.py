@@ -165,6 +165,16 @@ def test_metric_defaults_are_1000_resamples_and_seed_0():
     assert bootstrap_intervals(stats, cider) == bootstrap_intervals(stats, cider, resamples=1000, seed=0)
 
 
+def test_the_intervals_resample_the_per_image_scores_with_the_given_seed():
+    from pycocoevalcap.cider.cider import Cider
+    refs, preds = python_tokenize(REFERENCES), python_tokenize({k: [v] for k, v in PREDICTIONS.items()})
+    stats, cider = bleu_statistics(refs, preds), np.asarray(Cider().compute_score(refs, preds)[1])
+    expected = bootstrap_intervals(stats, cider, 200, seed=5)
+    assert expected != bootstrap_intervals(stats, cider, 200, seed=0)
+    scores = caption_metrics(REFERENCES, PREDICTIONS, use_java=False, resamples=200, seed=5)
+    assert {key: scores[key] for key in expected} == expected
+
+
 def test_a_read_only_pycocoevalcap_means_the_python_tokenizer_with_a_warning(monkeypatch, caplog):
     monkeypatch.setattr(metrics.os, "access", lambda path, mode: False)
     with caplog.at_level("WARNING", logger="pipeline.metrics"):
