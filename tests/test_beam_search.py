@@ -197,6 +197,7 @@ def biased_log_probs(code: int, end_bias: float) -> np.ndarray:
     return logits - np.log(np.exp(logits).sum())
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, derandomize=True)  # the same cases every run
 @given(seed=st.integers(0, 2**20), beam_size=st.integers(1, 5), n_best_share=st.floats(0, 1),
        max_length=st.integers(1, 6), end_bias=st.floats(-2, 4), min_length=st.integers(0, 1),

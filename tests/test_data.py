@@ -139,6 +139,7 @@ def test_kaggle_captions_need_their_header(tmp_path):
         load_flickr8k(tmp_path)
 
 
+@pytest.mark.slow
 def test_full_size_kaggle_flickr8k_splits_like_the_original(tmp_path):
     (tmp_path / "Images").mkdir()
     names = [f"{i:05d}.jpg" for i in range(8091)]
@@ -171,6 +172,7 @@ DATASET = st.dictionaries(st.from_regex(r"[a-z0-9_]{1,12}\.jpg", fullmatch=True)
                           st.lists(CAPTION, min_size=1, max_size=5), min_size=3, max_size=12)
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(dataset=DATASET, crlf=st.booleans())
@@ -193,6 +195,7 @@ def test_the_original_layout_reads_back_what_was_written(dataset, crlf, tmp_path
     assert data.captions == dataset and data.splits == splits
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(dataset=DATASET)

@@ -36,6 +36,15 @@ def offline_hub(monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
 
 
+@pytest.fixture(scope="module")
+def minilm():
+    """The offline BERTScore scorer, loaded once for this file's tests."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        patch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+        yield load_scorer(MINILM, MINILM_LAYERS)
+
+
 def test_a_caption_equal_to_a_reference_scores_one_on_bleu():
     scores = caption_metrics({"a.jpg": ["A dog runs on the grass .", "Something else entirely ."]},
                              {"a.jpg": "a dog runs on the grass"}, use_java=False)
@@ -115,6 +124,7 @@ def test_meteor_is_skipped_with_the_reason_when_java_is_missing(monkeypatch, tmp
 
 
 @needs_java
+@pytest.mark.slow
 def test_with_java_the_ptb_tokenizer_and_meteor_run():
     scores = caption_metrics(REFERENCES, PREDICTIONS)
     assert scores["tokenizer"] == "ptb (java)"
@@ -255,10 +265,11 @@ def test_a_local_model_is_rescaled_with_the_mean_f1_of_unrelated_reference_pairs
         "bertscore_references": "best-matching reference per image (max over its references)"})
 
 
-def test_bertscore_offline_takes_the_best_matching_reference(offline_hub):
+@pytest.mark.slow
+def test_bertscore_offline_takes_the_best_matching_reference(minilm):
     # every caption is one of its image's five references: only the best match scores 1
     exact = {name: refs[2].lower().rstrip(" .") for name, refs in REFERENCES.items()}
-    scores = bertscore(load_scorer(MINILM, MINILM_LAYERS), REFERENCES, exact, "all-MiniLM-L6-v2")
+    scores = bertscore(minilm, REFERENCES, exact, "all-MiniLM-L6-v2")
     assert scores["bertscore_f1"] == pytest.approx(1.0, abs=1e-5)
     assert scores["bertscore_f1_rescaled"] == pytest.approx(1.0, abs=1e-4)
     assert 0 < scores["bertscore_baseline_f1"] < 0.95
@@ -266,10 +277,11 @@ def test_bertscore_offline_takes_the_best_matching_reference(offline_hub):
     assert (scores["bertscore_model"], scores["bertscore_layers"]) == ("all-MiniLM-L6-v2", MINILM_LAYERS)
 
 
-def test_the_local_baseline_is_the_mean_f1_of_cleaned_unrelated_reference_pairs(offline_hub):
+@pytest.mark.slow
+def test_the_local_baseline_is_the_mean_f1_of_cleaned_unrelated_reference_pairs(minilm):
     """Recomputed by hand from the same pairs: F1 (not precision), of references in the captions' form."""
     from pipeline.vocab import clean_caption
-    scorer = load_scorer(MINILM, MINILM_LAYERS)
+    scorer = minilm
     scores = bertscore(scorer, REFERENCES, PREDICTIONS, "all-MiniLM-L6-v2", seed=3)
     cleaned = {name: [" ".join(clean_caption(r)) for r in refs] for name, refs in REFERENCES.items()}
     firsts, seconds = unrelated_pairs({n: cleaned[n] for n in PREDICTIONS}, 1000, 3)
@@ -303,13 +315,14 @@ def test_a_hub_model_is_rescaled_with_bert_scores_published_baseline():
     assert scores["bertscore_f1_rescaled"] == pytest.approx((0.95 - published[2]) / (1 - published[2]))
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:The given NumPy array is not writable")  # bert-score reading its baseline file
-def test_bertscore_rescaling_agrees_with_bert_score_given_the_same_baseline(offline_hub, tmp_path):
+def test_bertscore_rescaling_agrees_with_bert_score_given_the_same_baseline(minilm, offline_hub, tmp_path):
     from bert_score import BERTScorer
 
     from pipeline.vocab import clean_caption
 
-    ours = bertscore(load_scorer(MINILM, MINILM_LAYERS), REFERENCES, PREDICTIONS, "all-MiniLM-L6-v2")
+    ours = bertscore(minilm, REFERENCES, PREDICTIONS, "all-MiniLM-L6-v2")
     assert ours["bertscore_baseline_f1"] < ours["bertscore_f1"] < 1
     # bert-score reads a baseline file with one row per layer; put ours in row MINILM_LAYERS
     b = ours["bertscore_baseline_f1"]

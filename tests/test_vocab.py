@@ -50,6 +50,7 @@ WORD = st.from_regex(r"[a-z]{1,8}(-[a-z]{1,5})?", fullmatch=True)
 CAPTION_LIKE = st.one_of(st.text(max_size=80), st.text(alphabet="abcXYZ029-'.,!?& \t", max_size=60))
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, derandomize=True)
 @given(CAPTION_LIKE)
 def test_cleaning_gives_lowercase_words_and_is_idempotent(caption):
@@ -59,6 +60,7 @@ def test_cleaning_gives_lowercase_words_and_is_idempotent(caption):
     assert set(clean_caption(caption, remove_stop_words=True)) == set(words) - STOP_WORDS
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None, derandomize=True)
 @given(known=st.lists(WORD, min_size=1, max_size=12, unique=True), caption=st.lists(WORD, max_size=15))
 def test_vocabulary_round_trips_known_words_and_drops_unknown_ones(known, caption, tmp_path_factory):
