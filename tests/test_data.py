@@ -37,6 +37,7 @@ def test_kaggle_layout_makes_deterministic_split(tmp_path, caplog):
     assert sizes == {"train": 30, "dev": 5, "test": 5}
     assert set(sum(first.splits.values(), [])) == {f"k{i}.jpg" for i in range(40)}
     assert first.captions["k3.jpg"][0] == "A cat, sitting on mat number 3 ."
+    assert first.image_path("k3.jpg") == tmp_path / "Images" / "k3.jpg"
 
 
 @pytest.mark.parametrize("breakage, message", [

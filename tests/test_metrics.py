@@ -150,6 +150,17 @@ def test_python_tokenisation_matches_the_ptb_tokenizer_on_captions():
     assert python_tokenize(TOKENIZER_CASES) == tokenize(TOKENIZER_CASES, use_java=True)
 
 
+@needs_java
+@pytest.mark.slow
+def test_with_java_references_and_captions_both_go_through_the_ptb_tokenizer():
+    """PTB drops the closing quotes of ``hat'' and the Python tokenisation does not: a caption
+    equal to its reference scores 1 only if both sides were tokenised alike."""
+    same = {"a": "A man's ``hat'' is red .", "b": "a dog runs on the grass"}
+    report = metrics.paired_bootstrap({k: [v] for k, v in same.items()}, same, same, resamples=10, use_java=True)
+    assert report["tokenizer"] == "ptb (java)"
+    assert report["bleu_4_baseline"] == pytest.approx(1.0) and report["cider_baseline"] == pytest.approx(10.0)
+
+
 def test_captions_need_the_same_images_as_their_references():
     with pytest.raises(ValueError, match="^references and predictions must cover the same images$"):
         caption_metrics(REFERENCES, {"dog.jpg": "a dog"}, use_java=False)
