@@ -191,3 +191,18 @@ def test_a_part_holding_pickled_objects_is_removed_unread(tmp_path, caplog):
     assert not (folder / "part-pickled.npz").exists()
     assert re.fullmatch(r"feature cache: removing unreadable part part-pickled\.npz \(ValueError: .*allow_pickle.*\); "
                         r"its images will be encoded again", caplog.records[0].getMessage())
+
+
+def test_a_bad_part_that_another_process_removed_first_is_no_error(tmp_path, monkeypatch):
+    from pipeline import feature_cache
+    folder = tmp_path / "features" / "k"
+    folder.mkdir(parents=True)
+    (folder / "part-bad.npz").write_bytes(b"not a zip file")
+    real_load = np.load
+
+    def removed_meanwhile(path, **kwargs):
+        path.unlink()  # another process, finding the same bad part, removed it first
+        return real_load(path, **kwargs)
+
+    monkeypatch.setattr(feature_cache.np, "load", removed_meanwhile)
+    assert FeatureCache(tmp_path, "k").features == {}

@@ -34,6 +34,14 @@ def test_by_default_the_vocabulary_keeps_words_seen_at_least_five_times_most_fre
     assert Vocabulary.build(captions).tokens == [*SPECIALS, "zebra", "ant", "runs"]  # ties in alphabetical order
 
 
+def test_vocab_json_lists_one_token_per_line(tmp_path):
+    """So that two vocabularies diff line by line."""
+    vocab = Vocabulary([*SPECIALS, "dog", "runs"])
+    vocab.save(tmp_path / "vocab.json")
+    assert (tmp_path / "vocab.json").read_text(encoding="utf-8") == (
+        '{\n"tokens": [\n"<pad>",\n"<start>",\n"<end>",\n"<unk>",\n"dog",\n"runs"\n]\n}\n')
+
+
 def test_vocabulary_rejects_malformed_token_lists():
     message = "a vocabulary must start with ('<pad>', '<start>', '<end>', '<unk>'), got ['a', 'b', 'c', 'd']"
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
