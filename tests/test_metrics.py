@@ -77,6 +77,21 @@ def test_bootstrap_statistics_reproduce_pycocoevalcap_bleu():
     np.testing.assert_allclose(corpus_bleu(bleu_statistics(refs, preds).sum(axis=0)), expected, rtol=1e-12)
 
 
+def test_bootstrap_statistics_reproduce_pycocoevalcap_bleu_with_its_brevity_penalty():
+    refs = python_tokenize(REFERENCES)
+    short = python_tokenize({"dog.jpg": ["a dog runs"], "beach.jpg": ["two children play"],
+                             "bike.jpg": ["a man rides"]})
+    totals = bleu_statistics(refs, short).sum(axis=0)
+    assert totals[0] < totals[1]  # shorter than the closest references: the penalty applies
+    expected, _ = Bleu(4).compute_score(refs, short, verbose=0)
+    np.testing.assert_allclose(corpus_bleu(totals), expected, rtol=1e-12)
+
+
+def test_empty_captions_score_zero_bleu():
+    """A resample can draw only images whose caption is empty: no words, no score (not infinity)."""
+    np.testing.assert_array_equal(corpus_bleu(np.array([0.0, 10.0, 0, 0, 0, 0, 0, 0, 0, 0])), np.zeros(4))
+
+
 def test_bootstrap_intervals_are_seeded_and_bracket_the_corpus_value():
     refs = python_tokenize(REFERENCES)
     preds = python_tokenize({"dog.jpg": ["a dog runs through the grass"], "beach.jpg": ["a dog on the beach"],
