@@ -1,4 +1,5 @@
 """Caption metrics on hand-checked cases: per-image references, bootstrap, METEOR without Java, BERTScore offline."""
+import itertools
 from pathlib import Path
 
 import huggingface_hub.constants
@@ -194,11 +195,25 @@ def test_without_java_nothing_runs_java_and_nothing_is_printed(monkeypatch, caps
 
 
 def test_metric_defaults_are_1000_resamples_and_seed_0():
-    assert caption_metrics(REFERENCES, PREDICTIONS, use_java=False) == caption_metrics(
-        REFERENCES, PREDICTIONS, use_java=False, resamples=1000, seed=0)
-    refs, preds = python_tokenize(REFERENCES), python_tokenize({k: [v] for k, v in PREDICTIONS.items()})
-    stats, cider = bleu_statistics(refs, preds), np.array([1.0, 0.2, 0.5])
+    """On 20 images whose scores vary enough that another seed or count moves the intervals."""
+    animals, verbs, places = ["dog", "cat", "bird", "horse", "child", "man"], ["runs", "sits", "jumps", "plays"], \
+        ["grass", "beach", "road", "snow", "water"]
+    scenes = list(itertools.product(animals, verbs, places))
+    references, predictions = {}, {}
+    for i in range(20):
+        (a, v, p), (b, w, q) = scenes[i * 37 % len(scenes)], scenes[(i * 53 + 7) % len(scenes)]
+        references[f"{i}.jpg"] = [f"a {a} {v} on the {p} .", f"the {a} {v} in the {p} .", f"one {a} {v} near some {p} ."]
+        predictions[f"{i}.jpg"] = f"a {a if i % 2 else b} {v if i % 3 else w} on the {p if i % 5 else q}"
+    default = caption_metrics(references, predictions, use_java=False)
+    assert default == caption_metrics(references, predictions, use_java=False, resamples=1000, seed=0)
+    for other in ({"seed": 1}, {"resamples": 1001}):
+        assert default != caption_metrics(references, predictions, use_java=False, **other)
+    rng = np.random.default_rng(0)
+    cider = rng.gamma(2.0, 0.25, size=40)
+    stats = np.column_stack([rng.integers(8, 14, (2, 40)).T, rng.integers(6, 12, (40, 4)), rng.integers(0, 6, (40, 4))])
     assert bootstrap_intervals(stats, cider) == bootstrap_intervals(stats, cider, resamples=1000, seed=0)
+    assert bootstrap_intervals(stats, cider) not in (bootstrap_intervals(stats, cider, resamples=1001),
+                                                    bootstrap_intervals(stats, cider, seed=1))
 
 
 def test_the_intervals_resample_the_per_image_scores_with_the_given_seed():
@@ -289,6 +304,7 @@ def test_a_local_model_is_rescaled_with_the_mean_f1_of_unrelated_reference_pairs
         "bertscore_baseline": "mean F1 of 1000 random pairs of references of different images (seed 2)",
         "bertscore_model": "local-model", "bertscore_layers": 4,
         "bertscore_references": "best-matching reference per image (max over its references)"})
+    assert bertscore(LocalStandIn(), REFERENCES, PREDICTIONS, "local-model")["bertscore_baseline"].endswith("(seed 0)")
 
 
 @pytest.mark.slow
