@@ -206,3 +206,20 @@ def test_a_bad_part_that_another_process_removed_first_is_no_error(tmp_path, mon
 
     monkeypatch.setattr(feature_cache.np, "load", removed_meanwhile)
     assert FeatureCache(tmp_path, "k").features == {}
+
+
+def test_a_stale_temporary_part_that_another_process_removed_first_is_no_error(tmp_path, monkeypatch):
+    """Two processes opening one cache both find the crashed part; the second must not fail on it."""
+    from pipeline import feature_cache
+    folder = tmp_path / "features" / "k"
+    folder.mkdir(parents=True)
+    crashed = folder / ".tmp-1234abcd-part-old.npz"
+    crashed.write_bytes(b"half a part")
+    real_time = time.time
+
+    def removed_meanwhile():
+        crashed.unlink(missing_ok=True)  # the other process got there between the listing and the look
+        return real_time() + 7200
+
+    monkeypatch.setattr(feature_cache.time, "time", removed_meanwhile)
+    assert FeatureCache(tmp_path, "k").features == {}
