@@ -576,8 +576,7 @@ def bench_throughput(weights: str, paths: list[str], batch_size: int, beam_size:
 
 
 def main_throughput(args) -> dict:
-    from pipeline.data import load_flickr8k
-    dataset = load_flickr8k(args.data)
+    dataset = dataset_from_args(args)
     paths = [str(dataset.image_path(name)) for name in dataset.split("test")[:args.throughput]]
     started = time.perf_counter()
     report = {"device": {"machine": platform.machine(), "processor": cpu_model(), "cpu_cores": os.cpu_count()},

@@ -57,8 +57,11 @@ class FeatureCache:
     def _remove_stale_temporary_parts(self) -> None:
         # only old ones: a fresh one may be another process's part being written right now
         for tmp in self.dir.glob(f"{TMP_PREFIX}*"):
-            if time.time() - tmp.stat().st_mtime > STALE_TMP_SECONDS:
-                tmp.unlink(missing_ok=True)
+            try:
+                if time.time() - tmp.stat().st_mtime > STALE_TMP_SECONDS:
+                    tmp.unlink()
+            except FileNotFoundError:  # another process opening the same cache removed it first
+                pass
 
     def add(self, keys: list[str], features: np.ndarray) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)

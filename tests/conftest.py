@@ -25,6 +25,13 @@ def only_requirements(requirements_file: str) -> dict:
                 ONLY_REQUIREMENTS=str(ROOT / requirements_file))
 
 
+def pytest_collection_modifyitems(config, items):
+    """Under mutmut (tools/mutation.sh) the slow tests run last: a mutant that a fast test kills
+    then costs no Java or model start (mutmut stops a mutant's run at its first failure)."""
+    if os.environ.get("MUTANT_UNDER_TEST"):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is not None)
+
+
 def write_image(path: Path, seed: int, size=(32, 24)) -> Path:
     rng = np.random.default_rng(seed)
     Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(path)
@@ -127,3 +134,12 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture
+def image_dir(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(10):
+        write_image(folder / f"{i}.jpg", i, (8, 8))
+    return folder

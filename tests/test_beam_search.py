@@ -1,5 +1,6 @@
 """Beam search against brute force, driven by a fake step function over a tiny vocabulary."""
 import itertools
+import re
 
 import numpy as np
 import pytest
@@ -83,10 +84,58 @@ def test_batch_matches_one_by_one_and_never_emits_banned_tokens():
         assert [h.log_prob for h in hyps] == sorted((h.log_prob for h in hyps), reverse=True)
 
 
-@pytest.mark.parametrize("beam_size, n_best", [(0, 1), (11, 1), (3, 4)])
-def test_bad_arguments(beam_size, n_best):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("beam_size, n_best, message", [
+    (0, 1, "beam_size must be between 1 and 10, got 0"), (11, 1, "beam_size must be between 1 and 10, got 11"),
+    (3, 4, "n_best must be between 1 and beam_size (3), got 4")])
+def test_bad_arguments(beam_size, n_best, message):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         search([1], beam_size, 3, n_best)
+
+
+def test_inputs_that_finish_early_leave_the_others_searching():
+    """A batch whose inputs finish at different steps: each gets what it gets alone."""
+    seeds = list(range(12))
+    batched = beam_search(biased_step(1.5), (np.array(seeds, np.int64),), len(seeds), START, END, beam_size=3,
+                          max_length=6, n_best=1, banned_ids=(PAD, START))
+    assert batched == [search_biased(seed, 3, 6, 1, end_bias=1.5) for seed in seeds]
+    assert len({len(best.tokens) for (best,) in batched}) > 1
+
+
+@pytest.mark.parametrize("min_length, max_length", [(-1, 3), (4, 3)])
+def test_min_length_must_be_between_zero_and_max_length(min_length, max_length):
+    with pytest.raises(ValueError, match="min_length"):
+        beam_search(fake_step, (np.array([1]),), 1, START, END, 3, max_length, 1, min_length=min_length)
+    beam_search(fake_step, (np.array([1]),), 1, START, END, 3, max_length=3, min_length=3)  # the bounds are allowed
+
+
+def test_defaults_are_beam_3_one_caption_at_most_30_words_at_least_one():
+    for seed in range(30):  # seed 29's best caption differs with beams of 2, 3 and 4
+        assert (search_biased(seed, 3, 30, 1, end_bias=2.0, min_length=1)
+                == beam_search(biased_step(2.0), (np.array([seed], np.int64),), 1, START, END, banned_ids=(PAD, START))[0])
+
+    def never_ends(tokens, state):
+        log_probs = np.full((len(tokens), VOCAB), -np.inf)
+        log_probs[:, WORDS] = np.log(1 / 3)
+        return log_probs, state
+
+    (endless,) = beam_search(never_ends, (np.zeros(1),), 1, START, END)[0]
+    assert len(endless.tokens) == 30 and END not in endless.tokens
+
+
+def test_the_search_stops_once_the_n_best_finished_captions_beat_or_tie_every_open_beam():
+    """After "word3 <end>", whose score ties the one open beam's, nothing can beat it: no third step."""
+    calls = []
+
+    def step(tokens, state):
+        calls.append(len(tokens))
+        log_probs = np.full((len(tokens), VOCAB), -np.inf)
+        log_probs[tokens == START, 3] = 0.0
+        log_probs[np.ix_(tokens != START, [END, 4])] = np.log(0.5)
+        return log_probs, state
+
+    (best,) = beam_search(step, (np.zeros(1),), 1, START, END, beam_size=2, max_length=10, n_best=1)[0]
+    assert best.tokens == (3, END) and best.log_prob == pytest.approx(np.log(0.5))
+    assert len(calls) == 2
 
 
 def test_a_caption_always_has_a_word_even_when_the_model_would_end_at_once():
@@ -148,6 +197,7 @@ def biased_log_probs(code: int, end_bias: float) -> np.ndarray:
     return logits - np.log(np.exp(logits).sum())
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, derandomize=True)  # the same cases every run
 @given(seed=st.integers(0, 2**20), beam_size=st.integers(1, 5), n_best_share=st.floats(0, 1),
        max_length=st.integers(1, 6), end_bias=st.floats(-2, 4), min_length=st.integers(0, 1),
@@ -175,13 +225,16 @@ def test_n_best_lists_match_the_reference_where_captions_end_early(beam_size):
         assert [h.tokens for h in found] == [words for words, _ in expected], f"seed {seed}"
 
 
-def search_biased(seed, beam_size, max_length, n_best, end_bias, min_length=1, rules=None):
+def biased_step(end_bias):
     def step(tokens, state):
         (codes,) = state
         codes = codes * 7 + tokens + 1
         return np.stack([biased_log_probs(int(c), end_bias) for c in codes]), (codes,)
+    return step
 
-    return beam_search(step, (np.array([seed], np.int64),), 1, START, END, beam_size, max_length, n_best,
+
+def search_biased(seed, beam_size, max_length, n_best, end_bias, min_length=1, rules=None):
+    return beam_search(biased_step(end_bias), (np.array([seed], np.int64),), 1, START, END, beam_size, max_length, n_best,
                        banned_ids=(PAD, START), min_length=min_length, rules=rules)[0]
 
 

@@ -6,7 +6,9 @@ import pytest
 from pycocoevalcap.cider.cider import Cider
 
 import compare
-from pipeline.metrics import caption_metrics, fluency, paired_bootstrap, python_tokenize
+from pipeline import metrics
+from pipeline.metrics import (bleu_statistics, caption_metrics, corpus_bleu, fluency, paired_bootstrap,
+                              python_tokenize)
 
 REFERENCES = {f"{i}.jpg": refs for i, refs in enumerate([
     ["a dog runs through the grass", "a brown dog running on a lawn", "the dog races across a field"],
@@ -20,6 +22,8 @@ GOOD = {"0.jpg": "a dog runs through the grass", "1.jpg": "two kids play in the 
         "2.jpg": "a man rides a bike", "3.jpg": "a girl jumps into a pool",
         "4.jpg": "a black dog catches a ball", "5.jpg": "people walk down a street"}
 POOR = dict(GOOD, **{"0.jpg": "a man sits on a bench", "3.jpg": "a car on a road"})
+MIXED = {"0.jpg": "a dog runs on a lawn", "1.jpg": "children play on the beach", "2.jpg": "a man on a red bike",
+         "3.jpg": "a girl leaps into a pool", "4.jpg": "a dog plays with a ball", "5.jpg": "a crowd walks down a street"}
 
 
 def test_the_same_captions_differ_by_nothing():
@@ -43,15 +47,37 @@ def test_differences_match_the_corpus_scores_of_each_side():
 
 def test_resamples_pair_the_images():
     """Each resample draws the same images for both sides: the interval is that of the per-image
-    differences, far narrower than two independent intervals would give."""
-    report = paired_bootstrap(REFERENCES, POOR, GOOD, resamples=2000, seed=1, use_java=False)
+    differences, far narrower than two independent intervals would give. The baseline differs on
+    every image, so the resampled differences are spread enough to pin the 2.5 and 97.5 percentiles."""
+    report = paired_bootstrap(REFERENCES, MIXED, GOOD, resamples=2000, seed=1, use_java=False)
     refs, keys = python_tokenize(REFERENCES), sorted(REFERENCES)
-    scores = {name: np.asarray(Cider().compute_score({k: refs[k] for k in keys},
-                                                     python_tokenize({k: [p[k]] for k in keys}))[1])
-              for name, p in (("good", GOOD), ("poor", POOR))}
+    refs = {k: refs[k] for k in keys}
+    preds = {name: python_tokenize({k: [p[k]] for k in keys}) for name, p in (("good", GOOD), ("mixed", MIXED))}
+    cider = {name: np.asarray(Cider().compute_score(refs, preds[name])[1]) for name in preds}
+    bleu = {name: bleu_statistics(refs, preds[name]) for name in preds}
     weights = np.random.default_rng(1).multinomial(6, np.full(6, 1 / 6), size=2000)
-    expected = np.percentile(weights @ (scores["good"] - scores["poor"]) / 6, [2.5, 97.5])
+    expected = np.percentile(weights @ (cider["good"] - cider["mixed"]) / 6, [2.5, 97.5])
     np.testing.assert_allclose([report["cider_difference_ci95_low"], report["cider_difference_ci95_high"]], expected)
+    bleu_4 = {name: corpus_bleu(weights @ bleu[name])[:, 3] for name in bleu}
+    expected = np.percentile(bleu_4["good"] - bleu_4["mixed"], [2.5, 97.5])
+    np.testing.assert_allclose([report["bleu_4_difference_ci95_low"], report["bleu_4_difference_ci95_high"]], expected)
+
+
+def test_the_report_says_what_it_measured_and_defaults_to_1000_seeded_resamples(monkeypatch):
+    def no_java(*args, **kwargs):
+        raise AssertionError("Java started although use_java=False")
+
+    monkeypatch.setattr(metrics, "PTBTokenizer", no_java)
+    report = paired_bootstrap(REFERENCES, POOR, GOOD, use_java=False)
+    assert (report["images"], report["resamples"], report["tokenizer"]) == (6, 1000, "python")
+    assert report == paired_bootstrap(REFERENCES, POOR, GOOD, resamples=1000, seed=0, use_java=False)
+
+
+def test_the_repeated_phrase_share_is_of_all_captions_to_four_places():
+    assert fluency({"a": "a man and a man"})["repeated_phrase_share"] == 1.0
+    assert fluency({"a": "a man and a man", "b": "a dog", "c": "a cat"})["repeated_phrase_share"] == 0.3333
+    assert fluency({}) == {"empty_captions": 0, "repeated_word_captions": 0, "function_word_endings": 0,
+                           "repeated_phrase_share": 0.0}
 
 
 def test_fluency_counts():

