@@ -46,8 +46,10 @@ def parse_args(argv=None):
     p.add_argument("--baseline", choices=BASELINES, default="samples", help="what a sample's reward is measured "
                    "against: the mean of the photo's other samples' (default; --samples at least 2), or its greedy "
                    "caption's")
-    p.add_argument("--temperature", type=float, default=1.0, help="sample from softmax(logits / T): below 1, "
-                   "captions nearer the decoder's best ones")
+    # measured on Flickr8k dev (README): at 1.0 the samples score far below the decoder's own best
+    # captions and one epoch made it blander (CIDEr-D 0.465 -> 0.419); at 0.5 it rose to 0.490
+    p.add_argument("--temperature", type=float, default=0.5, help="sample from softmax(logits / T) (default 0.5): "
+                   "below 1, captions nearer the decoder's best ones")
     p.add_argument("--learning-rate", type=float, default=5e-5)
     p.add_argument("--limit-images", type=int, help="train on the first N train images (and N/4 dev): for tests")
     p.add_argument("--seed", type=int, default=0)
