@@ -9,7 +9,8 @@ itself at the end of a run. Needs requirements-train.txt (TensorFlow, OpenVINO, 
 
 The defaults are the measured choice (README, "Serving without TensorFlow"): float16 weights
 computed in float32, which caption as the Keras encoder does. bfloat16 is about twice as fast
-where the CPU computes it natively but failed that bar, even with the entry flow in float32.
+where the CPU computes it natively; it passes that bar only for decoders trained on its own
+features (train.py --features-from exported --precision bf16), as weights/ is.
 """
 import argparse
 import logging

@@ -130,14 +130,14 @@ class GatedCaptioner:
         self.captioner, self.gate, self.entered = captioner, threading.Event(), threading.Event()
         self.lock, self.running, self.most_at_once = threading.Lock(), 0, 0
 
-    def generate(self, *args, **kwargs):
+    def describe(self, *args, **kwargs):
         with self.lock:
             self.running += 1
             self.most_at_once = max(self.most_at_once, self.running)
         self.entered.set()
         try:
             self.gate.wait(timeout=120)
-            return self.captioner.generate(*args, **kwargs)
+            return self.captioner.describe(*args, **kwargs)
         finally:
             with self.lock:
                 self.running -= 1

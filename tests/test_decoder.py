@@ -116,7 +116,8 @@ def test_dev_cider_scores_the_models_own_captions(overfit):
     from pipeline.training import DevCider
     model, vocab, features, _ = overfit
     references = [[c, c.replace("a ", "the ")] for c in CAPTIONS]
-    config = {"vocab_size": len(vocab), "max_length": 10, "architecture": {"units": 32, "embedding_dim": 16},
+    config = {"vocab_size": len(vocab), "max_length": 10,
+              "architecture": {"name": "merge-lstm", "units": 32, "embedding_dim": 16},
               "encoder": {"feature_dim": 16}}
     callback = DevCider(features, references, vocab, config)
     callback.set_model(model)
