@@ -73,6 +73,7 @@ BUILDERS = {"flickr8k": build_flickr8k, "karpathy": build_karpathy, "coco": buil
             "imagefolder-jsonl": build_imagefolder_jsonl, "imagefolder-csv": build_imagefolder_csv}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", BUILDERS)
 def test_train_evaluate_and_load_on_each_format(kind, pool, tmp_path, tmp_path_factory, monkeypatch):
     # the metrics' Java tools (PTB tokenizer, METEOR) take seconds to start and are tested in test_metrics.py
