@@ -10,8 +10,10 @@ lines and # comments skipped; relative entries are relative to the list's folder
 twice (listed twice, through a link, or by a folder and by name) is captioned once. An argument
 that names nothing stops the run before it starts.
 
-Each record holds the photo's absolute path, its caption and `error`: why it has no caption (not an
-image, truncated, unreadable, ...), else empty; the run goes on past such photos. --n-best N adds
+Each record holds the photo's absolute path, its caption, its `familiarity` (0-1: the share of
+dev photos at least as far from the training photos; None for a model without the calibration)
+and `unfamiliar`, and `error`: why it has no caption (not an image, truncated, unreadable, ...),
+else empty; the run goes on past such photos. --n-best N adds
 the N best captions with the probability the model gives each (in a CSV, a JSON array in its cell).
 The format follows the name of --out: .jsonl or .csv.
 
