@@ -156,6 +156,9 @@ def model_card(repo_id: str, config: dict, metrics: dict | None) -> ModelCard:
     facts = {"training images": training.get("train_images"), "training captions": training.get("train_captions"),
              "epochs run": training.get("epochs_run"), "best epoch": training.get("best_epoch"),
              "best dev CIDEr-D (beam 3)": training.get("best_dev_cider"), "dev loss": training.get("dev_loss"),
+             "decoders averaged (ensemble)": len(training.get("ensemble_of", [])) or None,
+             "each decoder's best dev CIDEr-D (beam 3)": ", ".join(
+                 str(m.get("self_critical", m).get("best_dev_cider")) for m in training.get("ensemble_of", [])) or None,
              "self-critical stage: epochs run": training.get("self_critical", {}).get("epochs_run"),
              "self-critical stage: best dev CIDEr-D (beam 3)": training.get("self_critical", {}).get("best_dev_cider"),
              "vocabulary (tokens)": config["vocab_size"],
