@@ -6,8 +6,8 @@ The decoder samples captions for each training photo and is rewarded by their CI
 the photo's references (pipeline/scst.py). Features come from the encoder the folder serves
 (its exported encoder, else Keras), so the decoder is tuned to what the app computes; the
 folder written to --out carries that encoder too. The kept epoch is the one whose dev captions
-(beam search) score best in CIDEr-D, as in train.py. An interrupted run resumes when started
-again with the same --out.
+(beam search) score best in CIDEr-D, as in train.py, or the starting weights when no epoch beats
+them. An interrupted run resumes when started again with the same --out.
 """
 import argparse
 import json
@@ -56,6 +56,8 @@ def parse_args(argv=None):
     p.add_argument("--fresh", action="store_true", help="start over even if OUT holds an interrupted run")
     add_data_arguments(p)
     args = p.parse_args(argv)
+    if args.epochs < 1:
+        p.error("--epochs must be at least 1")
     if args.temperature <= 0:
         p.error("--temperature must be above 0")
     if args.samples < 1 or (args.baseline == "samples" and args.samples < 2):
@@ -109,10 +111,9 @@ def main(argv=None):
     dev_cider = DevCider(dev_features, [dataset.captions[n] for n in dev_names], vocab, config)
     for callback in (dev_cider, checkpoint):
         callback.set_model(model)
-    if not initial_epoch:
-        before = {}
-        dev_cider.on_epoch_end(-1, before)
-        log.info("dev CIDEr-D before self-critical training: %.4f", before[MONITOR])
+    before = {}
+    dev_cider.on_epoch_end(-1, before)  # the starting model's score (a resumed run scores it again)
+    log.info("dev CIDEr-D before self-critical training: %.4f", before[MONITOR])
     banned = (vocab.pad_id, vocab.start_id, vocab.unk_id)
 
     for epoch in range(initial_epoch, args.epochs):
@@ -150,15 +151,21 @@ def main(argv=None):
             callback.on_epoch_end(epoch, logs)
         log.info("epoch %d: mean reward %.4f, dev CIDEr-D %.4f, %.0f s", epoch + 1, logs["reward"], logs[MONITOR],
                  logs["seconds"])
-    checkpoint.load_best(model)
-
     history = checkpoint.history
     best = max(history, key=lambda row: row[MONITOR])
+    improved = best[MONITOR] > before[MONITOR]
+    if improved:
+        checkpoint.load_best(model)
+    else:  # on a small dataset the decoder may only fit the training references better
+        log.warning("no epoch beat the starting model's dev CIDEr-D (%.4f against %.4f): keeping its weights",
+                    best[MONITOR], before[MONITOR])
+        model.load_weights(source / WEIGHTS_FILE)
     config.setdefault("training", {})["self_critical"] = {
         "from": source.name, "data": {"format": dataset.format, "source": dataset.source.name},
         "train_images": len(train_names), "dev_images": len(dev_names),
         "features": image_encoder.name, "epochs_run": len(history), "best_epoch": int(best["epoch"]) + 1,
-        "best_dev_cider": round(float(best[MONITOR]), 4), "samples": args.samples, "baseline": args.baseline,
+        "best_dev_cider": round(float(best[MONITOR]), 4), "dev_cider_before": round(float(before[MONITOR]), 4),
+        "kept": "best epoch" if improved else "starting weights", "samples": args.samples, "baseline": args.baseline,
         "temperature": args.temperature, "batch_size": args.batch_size,
         "learning_rate": args.learning_rate, "seed": args.seed,
         "train_seconds": round(sum(r.get("seconds", 0) for r in history), 1),

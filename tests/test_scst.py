@@ -129,16 +129,23 @@ def test_self_critical_updates_raise_the_reward():
 
 @needs_shared
 def test_scst_script_fine_tunes_a_model_folder(tmp_path, exported_model):
+    """End to end on 12 photos. With a learning rate of 0 no epoch can beat the starting model, so
+    the folder written keeps its weights (the kept model is never worse on dev than the start)."""
     out = tmp_path / "scst"
     command = [sys.executable, str(ROOT / "scst.py"), "--model", str(exported_model), "--data", str(SHARED_FLICKR8K),
                "--out", str(out), "--limit-images", "12", "--epochs", "2", "--batch-size", "4",
-               "--cache-dir", str(tmp_path / "cache")]
+               "--learning-rate", "0", "--cache-dir", str(tmp_path / "cache")]
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     config = json.loads((out / "config.json").read_text())
     self_critical = config["training"]["self_critical"]
     assert self_critical["epochs_run"] == 2 and self_critical["train_images"] == 12
     assert self_critical["features"].startswith("openvino")
+    assert self_critical["kept"] == "starting weights"
+    assert self_critical["best_dev_cider"] == self_critical["dev_cider_before"]
+    from pipeline.artifact import read_keras_weights
+    kept, start = read_keras_weights(out / "decoder.weights.h5"), read_keras_weights(exported_model / "decoder.weights.h5")
+    assert all(np.array_equal(a, b) for name in start for a, b in zip(kept[name], start[name], strict=True))
     assert not (out / ".checkpoints-scst").exists() and (out / "self_critical_log.csv").is_file()
 
     from pipeline import Captioner
