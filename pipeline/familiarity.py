@@ -22,6 +22,11 @@ def _directions(features: np.ndarray) -> np.ndarray:
     return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
 
 
+def nearest_centroid_distances(centroids: np.ndarray, features: np.ndarray) -> np.ndarray:
+    """Cosine distance of each feature row to the nearest of `centroids` (unit rows)."""
+    return 1.0 - np.max(_directions(features) @ centroids.T, axis=1)
+
+
 class Familiarity:
     def __init__(self, centroids: np.ndarray, dev_distances: np.ndarray):
         self.centroids = _directions(centroids)
@@ -42,16 +47,12 @@ class Familiarity:
             np.add.at(sums, nearest, directions)
             empty = ~sums.any(axis=1)  # a centroid nobody chose keeps its place
             centers = np.where(empty[:, None], centers, _directions(sums))
-        unit = cls(centers, np.zeros(1))
-        return cls(centers, unit.distances(dev_features))
-
-    def distances(self, features: np.ndarray) -> np.ndarray:
-        """Cosine distance of each feature row to the nearest training centroid."""
-        return 1.0 - np.max(_directions(features) @ self.centroids.T, axis=1)
+        return cls(centers, nearest_centroid_distances(centers, dev_features))
 
     def __call__(self, features: np.ndarray) -> np.ndarray:
         """Familiarity of each row in [0, 1]: the share of dev photos at least as far away."""
-        farther = len(self.dev_distances) - np.searchsorted(self.dev_distances, self.distances(features), "left")
+        distances = nearest_centroid_distances(self.centroids, features)
+        farther = len(self.dev_distances) - np.searchsorted(self.dev_distances, distances, "left")
         return farther / len(self.dev_distances)
 
     def save(self, folder: str | Path) -> dict:

@@ -9,6 +9,7 @@ import sys
 from types import SimpleNamespace
 
 import huggingface_hub
+import numpy as np
 import pytest
 from huggingface_hub import ModelCard
 
@@ -17,6 +18,8 @@ from conftest import ROOT
 from pipeline import Captioner
 from pipeline import hub
 from pipeline.artifact import ARTIFACT_FILES, WEIGHTS_FILE
+from pipeline.encoder import FEATURE_DIM
+from pipeline.familiarity import Familiarity
 from pipeline.files import sha256_of
 
 REPO_ID = "tester/flickr8k-captioner"
@@ -39,6 +42,9 @@ def model_folder(tiny_model, tmp_path):
     config = json.loads((folder / "config.json").read_text())
     config["training"] = {"train_images": 6000, "train_captions": 30000, "epochs_run": 7, "best_epoch": 4,
                           "best_dev_cider": 0.4321, "dev_loss": 2.81}
+    rng = np.random.default_rng(0)  # a familiarity calibration, published with the model
+    config["familiarity"] = Familiarity.fit(rng.random((40, FEATURE_DIM)), rng.random((10, FEATURE_DIM)),
+                                            centroids=4).save(folder)
     (folder / "config.json").write_text(json.dumps(config))
     (folder / "metrics.json").write_text(json.dumps({**METRICS, "weights_sha256": sha256_of(folder / WEIGHTS_FILE)}))
     (folder / "training_log.csv").write_text("epoch,loss,val_loss\n0,4.1,3.9\n")
@@ -138,7 +144,7 @@ def test_dry_run_builds_a_folder_that_loads_and_carries_the_metrics(model_folder
     built = hub.push_to_hub(model_folder, REPO_ID, dry_run=True, dest=upload, image_encoder=random_encoder)
     assert built == str(upload)
     assert sorted(p.name for p in upload.iterdir()) == sorted(
-        [*ARTIFACT_FILES, "metrics.json", "training_log.csv", "README.md"])
+        [*ARTIFACT_FILES, "familiarity.npz", "metrics.json", "training_log.csv", "README.md"])
     example = next(app.EXAMPLES.glob("*.jpg"))
     assert Captioner.from_pretrained(upload, image_encoder=random_encoder).caption(example).strip()
 
@@ -190,7 +196,7 @@ def test_push_creates_the_repo_and_uploads_the_checked_folder(model_folder, rand
     assert url == f"https://huggingface.co/{REPO_ID}/commit/abc"
     assert calls == [
         ("create_repo", REPO_ID, {"private": True, "exist_ok": True}),
-        ("upload_folder", REPO_ID, sorted([*ARTIFACT_FILES, "metrics.json", "training_log.csv", "README.md"]),
+        ("upload_folder", REPO_ID, sorted([*ARTIFACT_FILES, "familiarity.npz", "metrics.json", "training_log.csv", "README.md"]),
          "Upload Flickr8k captioner (7 epochs, best dev CIDEr-D 0.4321, test BLEU-4 0.1834)", "*"),
     ]
     # the token leaves only through huggingface_hub's own requests: not in a file, a log line or the output

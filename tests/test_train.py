@@ -26,7 +26,7 @@ def test_train_script_on_a_small_slice(tmp_path):
     # with what requirements-train.txt installs and nothing else
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=only_requirements("requirements-train.txt"))
     assert done.returncode == 0, done.stderr[-3000:]
-    assert {"config.json", "vocab.json", "decoder.weights.h5", "training_log.csv", "encoder.xml"} <= {
+    assert {"config.json", "vocab.json", "decoder.weights.h5", "training_log.csv", "encoder.xml", "familiarity.npz"} <= {
         p.name for p in out.iterdir()}
     assert not (out / ".checkpoints").exists()
     training = json.loads((out / "config.json").read_text())["training"]
