@@ -16,6 +16,7 @@ import os
 import tempfile
 import threading
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 # Gradio reports usage to its makers unless told not to: the operator opts in, users are not asked
@@ -299,13 +300,39 @@ def build_demo(captioner: Captioner, model_description: str | None = None) -> gr
     return demo
 
 
-def load_model(model: str | Path | None = None, revision: str | None = None, encoder: str = "auto",
-               fallback: Path = LOCAL_WEIGHTS) -> tuple[Captioner, Path]:
-    """The model, once, at start-up (pipeline/model_source.py); exits with what to do when there is none."""
+class LoadingCaptioner:
+    """Stands in for the Captioner while `loading` runs, so the page can be built meanwhile; start()
+    returns only once the load has finished, so no request waits on it."""
+
+    def __init__(self, loading: Future):
+        self._loading = loading
+
+    def __getattr__(self, name: str):
+        return getattr(self._loading.result(), name)
+
+
+def load_and_warm_up(folder: Path, encoder: str) -> Captioner:
+    captioner = model_source.load_captioner(folder, encoder)
+    captioner.warm_up()
+    return captioner
+
+
+def start(model: str | Path | None = None, revision: str | None = None, encoder: str = "auto",
+          fallback: Path = LOCAL_WEIGHTS) -> tuple[gr.Blocks, Captioner]:
+    """Everything before serving: the model (pipeline/model_source.py), loaded once and warmed up in a
+    thread while the page is built beside it; exits with what to do when there is no usable model.
+
+    OpenVINO's compile and first pass release the GIL, so they run while Gradio builds the page.
+    """
     try:
-        return model_source.load_model(model, revision, encoder, fallback)
+        folder = model_source.resolve_model(model, revision, fallback)
+        with ThreadPoolExecutor(1) as pool:
+            loading = pool.submit(load_and_warm_up, folder, encoder)
+            demo = build_demo(LoadingCaptioner(loading), describe_weights(folder))
+            captioner = loading.result()
     except ModelError as error:
         raise SystemExit(f"error: {error}") from None
+    return demo, captioner
 
 
 def parse_args(argv=None):
@@ -334,8 +361,8 @@ def serve(demo: gr.Blocks, host: str | None = None, port: int | None = None, **l
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    captioner, folder = load_model(args.model, args.revision, args.encoder, args.weights)
-    serve(build_demo(captioner, describe_weights(folder)), args.host, args.port)
+    demo, _ = start(args.model, args.revision, args.encoder, args.weights)
+    serve(demo, args.host, args.port)
 
 
 if __name__ == "__main__":

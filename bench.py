@@ -359,9 +359,8 @@ from pathlib import Path
 weights, image, beam, encoder = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
 try:
     import app
-    captioner, _ = app.load_model(weights, encoder=encoder)
-    app.build_demo(captioner)
-    via = "app.load_model"
+    demo, captioner = app.start(weights, encoder=encoder)
+    via = "app.start"
 except ImportError as error:  # the app or Gradio is not there: load the model the way the app does
     from pipeline import Captioner
     captioner, via = Captioner.from_pretrained(weights, encoder=encoder), f"Captioner.from_pretrained ({error})"

@@ -359,3 +359,27 @@ def test_too_many_photos_are_refused_and_deleted(client, tmp_path, monkeypatch):
 def test_no_photos_ask_for_some(client):
     with pytest.raises(AppError, match="Upload some photos first"):
         client.predict([], 3, api_name="/caption_batch")
+
+
+def test_start_builds_the_page_while_the_model_loads_and_warms_up(tiny_model, random_encoder, monkeypatch):
+    """The load waits until the page is being built: done one after the other, it would time out."""
+    from pipeline import model_source
+
+    page_started, warmed = threading.Event(), []
+    build_demo = app.build_demo
+
+    def load_beside_the_page(folder, encoder):
+        assert page_started.wait(timeout=10), "the model loaded before the page was built, not beside it"
+        captioner = Captioner.from_pretrained(folder, image_encoder=random_encoder)
+        monkeypatch.setattr(captioner, "warm_up", lambda: warmed.append(True))
+        return captioner
+
+    def build_while_loading(captioner, description):
+        page_started.set()
+        return build_demo(captioner, description)
+
+    monkeypatch.setattr(model_source, "load_captioner", load_beside_the_page)
+    monkeypatch.setattr(app, "build_demo", build_while_loading)
+    demo, captioner = app.start(tiny_model)
+    assert isinstance(captioner, Captioner) and isinstance(demo, gr.Blocks) and warmed == [True]
+    assert f"Model: {describe_weights(tiny_model)}." in json.dumps(demo.config)

@@ -167,7 +167,7 @@ def test_an_ensemble_folder_captions_as_its_members_average(artifact, random_enc
     assert [[c.text for c in hyps] for hyps in twins.generate(images, 3, n_best=3)] == \
         [[c.text for c in hyps] for hyps in single.generate(images, 3, n_best=3)]
 
-    ensemble.main([str(artifact), str(other), "--out", str(tmp_path / "pair")])
+    ensemble.main([str(artifact), str(other), "--out", str(tmp_path / "pair"), "--weights-dtype", "float32"])
     pair = Captioner.from_pretrained(tmp_path / "pair", image_encoder=random_encoder)
     members = EnsembleSteps([load_artifact(artifact)[0], load_artifact(other)[0]])
     features = random_encoder.encode(images)
@@ -176,6 +176,39 @@ def test_an_ensemble_folder_captions_as_its_members_average(artifact, random_enc
     assert [[c.text for c in hyps] for hyps in found] == [[c.text for c in hyps] for hyps in expected]
     np.testing.assert_allclose([c.log_prob for hyps in found for c in hyps],
                                [c.log_prob for hyps in expected for c in hyps], rtol=1e-4)
+
+
+def test_float16_weights_take_half_the_file_and_load_as_float32(artifact, random_encoder, tmp_path):
+    import h5py
+
+    import ensemble
+
+    ensemble.main([str(artifact), str(artifact), "--out", str(tmp_path / "f32"), "--weights-dtype", "float32"])
+    ensemble.main([str(artifact), str(artifact), "--out", str(tmp_path / "f16")])  # the default
+    f32, f16 = tmp_path / "f32" / "decoder.weights.h5", tmp_path / "f16" / "decoder.weights.h5"
+    assert json.loads((tmp_path / "f16" / "config.json").read_text())["weights_dtype"] == "float16"
+    stored = []
+    with h5py.File(f16) as f:
+        f.visititems(lambda name, item: stored.append(item.dtype) if isinstance(item, h5py.Dataset) else None)
+    assert stored and set(stored) == {np.dtype(np.float16)}
+    assert f16.stat().st_size < 0.55 * f32.stat().st_size  # not float32 space left behind in the file
+    exact, rounded = read_keras_weights(f32), read_keras_weights(f16)
+    assert exact.keys() == rounded.keys()
+    for name in exact:
+        for a, b in zip(exact[name], rounded[name], strict=True):
+            assert b.dtype == np.float32
+            np.testing.assert_allclose(b, a.astype(np.float16).astype(np.float32))
+    keras_weights = load_keras_decoder(tmp_path / "f16").get_weights()
+    assert all(w.dtype == np.float32 for w in keras_weights)
+    images = [write_image(tmp_path / f"{i}.png", i) for i in range(2)]
+    assert Captioner.from_pretrained(tmp_path / "f16", image_encoder=random_encoder).caption_batch(images)
+
+
+def test_an_unknown_weights_dtype_is_refused(artifact):
+    config = json.loads((artifact / "config.json").read_text())
+    (artifact / "config.json").write_text(json.dumps({**config, "weights_dtype": "int4"}))
+    with pytest.raises(ArtifactError, match="weights_dtype 'int4'"):
+        load_artifact(artifact)
 
 
 def test_members_that_do_not_fit_together_are_refused(artifact, random_encoder, tmp_path):

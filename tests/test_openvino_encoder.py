@@ -62,8 +62,7 @@ def test_the_app_captions_with_requirements_txt_alone(exported_model, tmp_path):
     script = f"""
 import sys
 import app
-captioner, _ = app.load_model({str(exported_model)!r})
-app.build_demo(captioner)
+demo, captioner = app.start({str(exported_model)!r})
 print("CAPTION", captioner.caption({str(image)!r}))
 print("LOADED", sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras") and sys.modules[m]))
 """
@@ -80,7 +79,7 @@ def test_the_guard_itself_refuses_what_requirements_txt_lacks():
 
 
 def test_without_tensorflow_a_folder_lacking_an_export_says_what_to_do(tiny_model):
-    script = f"import app\napp.load_model({str(tiny_model)!r})\n"
+    script = f"import app\napp.start({str(tiny_model)!r})\n"
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300,
                             env=only_requirements("requirements.txt"))
     assert result.returncode == 1
