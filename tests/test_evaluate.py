@@ -188,3 +188,28 @@ def test_a_report_that_fails_half_way_leaves_the_previous_file_whole(tmp_path):
         evaluate.write_csv(tmp_path / "captions.csv", predictions, {"1.jpg": ["A dog ."]})
     assert (tmp_path / "captions.csv").read_text() == previous
     assert [p.name for p in tmp_path.iterdir()] == ["captions.csv"]  # and no temporary file is left
+
+
+def test_the_share_of_photos_called_unfamiliar_is_reported(tmp_path, dataset, tiny_artifact, random_encoder):
+    """A calibration that puts two of the four photos below the threshold: evaluate.py reports half."""
+    import numpy as np
+
+    from pipeline.familiarity import Familiarity, nearest_centroid_distances
+    from pipeline.formats import load_dataset
+
+    loaded = load_dataset(dataset)
+    features = random_encoder.encode([loaded.image_dir / name for name in loaded.split("train")])
+    centroid = features.mean(axis=0, keepdims=True)
+    distances = np.sort(nearest_centroid_distances(centroid / np.linalg.norm(centroid), features))
+    assert np.all(np.diff(distances) > 1e-5)  # float32 cosines are good to about 1e-7: no photo near a boundary
+    # dev photos between the four: their familiarities are 1, 2/3, 1/3 and 0
+    config = json.loads((tiny_artifact / "config.json").read_text())
+    config["familiarity"] = {**Familiarity(centroid, (distances[1:] + distances[:-1]) / 2).save(tiny_artifact),
+                             "unfamiliar_below": 0.5}
+    (tiny_artifact / "config.json").write_text(json.dumps(config))
+
+    out = tmp_path / "report.json"
+    evaluate.main(["--data", str(dataset), "--weights", str(tiny_artifact), "--split", "train",
+                   "--backbone-weights", "none", "--cache-dir", str(tmp_path / "cache"), "--json", str(out),
+                   "--no-bertscore", "--bootstrap", "10"])
+    assert json.loads(out.read_text())["unfamiliar_share"] == 0.5
