@@ -65,6 +65,13 @@ def layer_weights(model) -> dict[str, list[np.ndarray]]:
     return {layer.name: [w.numpy() for w in layer.weights] for layer in model.layers if layer.weights}
 
 
+def rows_times(rows: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """rows @ kernel. OpenBLAS multiplies 2-4 rows by a large matrix at about half the speed of
+    one row at a time (beam 3's rows by the 256x2536 output kernel: 0.21 ms as one product, 0.10 ms
+    row by row, on an EPYC Zen 4 core), so a few rows go one by one (a stack of 1-row products)."""
+    return (rows[:, None, :] @ kernel)[:, 0] if 1 < len(rows) <= 4 else rows @ kernel
+
+
 class DecoderSteps:
     """The trained decoder's layers as an image step and a word step, computed with NumPy.
 
@@ -108,11 +115,11 @@ class DecoderSteps:
         """Log-probabilities of the next word for each row, and the new state."""
         image, h, c = state
         # Keras' LSTM cell: gates i, f, candidate, o; sigmoid(x) = (1 + tanh(x / 2)) / 2 never overflows
-        i, f, g, o = np.split(self._word_gates[np.asarray(tokens)] + h @ self._recurrent_kernel, 4, axis=1)
+        i, f, g, o = np.split(self._word_gates[np.asarray(tokens)] + rows_times(h, self._recurrent_kernel), 4, axis=1)
         c = (1 + np.tanh(f / 2)) / 2 * c + (1 + np.tanh(i / 2)) / 2 * np.tanh(g)
         h = (1 + np.tanh(o / 2)) / 2 * np.tanh(c)
         merged = np.maximum((image + h) @ self._merge_kernel + self._merge_bias, 0)
-        logits = merged @ self._logits_kernel + self._logits_bias
+        logits = rows_times(merged, self._logits_kernel) + self._logits_bias
         logits -= logits.max(axis=1, keepdims=True)
         return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True)), (image, h, c)
 

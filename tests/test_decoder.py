@@ -177,3 +177,13 @@ def test_the_keras_ensemble_and_its_numpy_steps_agree():
     for t in range(words.shape[1]):
         log_probs, state = steps.step(words[:, t], state)
         np.testing.assert_allclose(log_probs, full[:, t], atol=1e-4)
+
+
+@pytest.mark.parametrize("rows", range(1, 7))
+def test_rows_times_is_the_matrix_product_for_any_number_of_rows(rows):
+    from pipeline.decoder import rows_times
+
+    rng = np.random.default_rng(rows)
+    x, kernel = rng.normal(size=(rows, 16)).astype(np.float32), rng.normal(size=(16, 40)).astype(np.float32)
+    np.testing.assert_allclose(rows_times(x, kernel), x @ kernel, rtol=1e-5, atol=1e-5)
+    assert rows_times(x, kernel).shape == (rows, 40)
