@@ -9,6 +9,8 @@ state, so each new word costs one LSTM cell and one output layer, not a pass ove
 Both run in NumPy on the trained weights: at this size TensorFlow's per-call overhead dominates,
 and serving needs no TensorFlow at all (Keras is imported only to build the model for training).
 """
+import math
+
 import numpy as np
 
 from .encoder import FEATURE_DIM
@@ -56,7 +58,7 @@ def build_ensemble(vocab_size: int, members: list[dict], feature_dim: int = FEAT
     log_probs = [keras.ops.log_softmax(merge_layers(features, words, vocab_size, m["units"], m["embedding_dim"],
                                                     m["dropout"], member_prefix(i)), axis=-1)
                  for i, m in enumerate(members)]
-    mean = keras.ops.logsumexp(keras.ops.stack(log_probs), axis=0) - np.log(len(members))
+    mean = keras.ops.logsumexp(keras.ops.stack(log_probs), axis=0) - math.log(len(members))  # a float: stays float32
     return keras.Model([features, words], mean, name="ensemble_decoder")
 
 

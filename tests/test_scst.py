@@ -127,6 +127,28 @@ def test_self_critical_updates_raise_the_reward():
     assert last > first + 1.0, (first, last)
 
 
+def test_an_ensemble_is_fine_tuned_as_a_whole():
+    """scst.py on an ensemble folder updates every member through the Keras ensemble, whose log of
+    the mean probability must stay float32 like a member's logits."""
+    import keras
+
+    from pipeline.decoder import build_ensemble, member_prefix
+    from pipeline.training import SelfCriticalStep
+
+    keras.utils.set_random_seed(0)
+    member = {"name": "merge-lstm", "units": 8, "embedding_dim": 8, "dropout": 0.0}
+    model = build_ensemble(12, [member, member], feature_dim=4)
+    model.compile(optimizer=keras.optimizers.Adam(0.01))
+    before = {layer.name: [w.copy() for w in layer.get_weights()] for layer in model.layers}
+    captions = np.array([[5, 6, 3, 0], [7, 3, 0, 0]])
+    words = np.concatenate([np.full((2, 1), 2), captions[:, :-1]], axis=1)
+    loss = SelfCriticalStep(model)(np.eye(4, dtype=np.float32)[:2], words, captions, np.array([1.0, -1.0], np.float32))
+    assert model.output.dtype == "float32" and np.isfinite(float(loss))
+    for i in range(2):
+        layer = model.get_layer(member_prefix(i) + "word_logits")
+        assert not np.array_equal(layer.get_weights()[0], before[layer.name][0])
+
+
 @needs_shared
 def test_scst_script_fine_tunes_a_model_folder(tmp_path, exported_model):
     """End to end on 12 photos. With a learning rate of 0 no epoch can beat the starting model, so
