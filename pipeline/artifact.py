@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .decoder import DECODERS
+from .decoder import DECODERS, ENSEMBLE_MEANS
 from .files import atomic_path, write_text_atomically
 from .vocab import Vocabulary
 
@@ -93,6 +93,9 @@ def read_config(folder: Path) -> dict:
         for i, member in enumerate(members):
             for key, kind in (("units", int), ("embedding_dim", int), ("dropout", float)):
                 _field({"member": member}, path, "member", key, kind=kind)
+        if config["architecture"].get("mean", ENSEMBLE_MEANS[0]) not in ENSEMBLE_MEANS:
+            raise ArtifactError(f"{path}: architecture.mean {config['architecture']['mean']!r} is not one of "
+                                f"{', '.join(ENSEMBLE_MEANS)}")
     else:
         _field(config, path, "architecture", "units")
         _field(config, path, "architecture", "embedding_dim")

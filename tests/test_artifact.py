@@ -169,7 +169,8 @@ def test_an_ensemble_folder_captions_as_its_members_average(artifact, random_enc
 
     ensemble.main([str(artifact), str(other), "--out", str(tmp_path / "pair"), "--weights-dtype", "float32"])
     pair = Captioner.from_pretrained(tmp_path / "pair", image_encoder=random_encoder)
-    members = EnsembleSteps([load_artifact(artifact)[0], load_artifact(other)[0]])
+    assert pair.config["architecture"]["mean"] == "geometric"  # ensemble.py's default
+    members = EnsembleSteps([load_artifact(artifact)[0], load_artifact(other)[0]], "geometric")
     features = random_encoder.encode(images)
     expected = decode(members, vocab, features, 3, 12, n_best=3)
     found = pair.decode(features, 3, n_best=3)
@@ -202,6 +203,22 @@ def test_float16_weights_take_half_the_file_and_load_as_float32(artifact, random
     assert all(w.dtype == np.float32 for w in keras_weights)
     images = [write_image(tmp_path / f"{i}.png", i) for i in range(2)]
     assert Captioner.from_pretrained(tmp_path / "f16", image_encoder=random_encoder).caption_batch(images)
+
+
+def test_an_ensemble_that_names_no_mean_averages_probabilities_as_before(artifact, random_encoder, tmp_path):
+    import ensemble
+    from pipeline.decoder import EnsembleSteps
+
+    ensemble.main([str(artifact), str(artifact), "--out", str(tmp_path / "pair"), "--weights-dtype", "float32"])
+    config = json.loads((tmp_path / "pair" / "config.json").read_text())
+    del config["architecture"]["mean"]
+    (tmp_path / "pair" / "config.json").write_text(json.dumps(config))
+    steps = load_artifact(tmp_path / "pair")[0]
+    assert isinstance(steps, EnsembleSteps) and steps.mean == "arithmetic"
+    config["architecture"]["mean"] = "median"
+    (tmp_path / "pair" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ArtifactError, match="architecture.mean 'median'"):
+        load_artifact(tmp_path / "pair")
 
 
 def test_an_unknown_weights_dtype_is_refused(artifact):

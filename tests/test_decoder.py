@@ -135,44 +135,60 @@ ENSEMBLE_CONFIG = {"vocab_size": 12, "encoder": {"feature_dim": 6},
                        {"name": "merge-lstm", "units": 5, "embedding_dim": 3, "dropout": 0.0}]}}
 
 
-def random_ensemble():
+def ensemble_config(mean: str | None) -> dict:
+    """ENSEMBLE_CONFIG averaging by `mean`; None: naming no mean, as folders written before did."""
+    architecture = ENSEMBLE_CONFIG["architecture"] | ({"mean": mean} if mean else {})
+    return ENSEMBLE_CONFIG | {"architecture": architecture}
+
+
+def random_ensemble(config: dict = ENSEMBLE_CONFIG):
     """The Keras ensemble of two differently sized members, with random weights (biases too)."""
     from pipeline.decoder import build_keras
 
     keras.utils.set_random_seed(3)
-    model = build_keras(ENSEMBLE_CONFIG)
+    model = build_keras(config)
     rng = np.random.default_rng(3)
     model.set_weights([rng.normal(scale=0.5, size=w.shape).astype(np.float32) for w in model.get_weights()])
     return model
 
 
-def test_the_ensemble_step_is_the_mean_of_its_members_steps():
+@pytest.mark.parametrize("mean", ["geometric", "arithmetic", None])
+def test_the_ensemble_step_is_the_mean_of_its_members_steps(mean):
     from pipeline.decoder import decoder_steps, member_prefix
 
-    weights = layer_weights(random_ensemble())
-    members = [DecoderSteps(weights, ENSEMBLE_CONFIG, member, member_prefix(i))
-               for i, member in enumerate(ENSEMBLE_CONFIG["architecture"]["members"])]
-    ensemble = decoder_steps(weights, ENSEMBLE_CONFIG)
+    config = ensemble_config(mean)
+    weights = layer_weights(random_ensemble(config))
+    members = [DecoderSteps(weights, config, member, member_prefix(i))
+               for i, member in enumerate(config["architecture"]["members"])]
+    ensemble = decoder_steps(weights, config)
     features = np.random.default_rng(4).normal(size=(3, 6)).astype(np.float32)
     ensemble_state, member_states = ensemble.initial_state(features), [m.initial_state(features) for m in members]
     for tokens in ([1, 1, 1], [4, 7, 9], [5, 5, 2]):
         log_probs, ensemble_state = ensemble.step(np.array(tokens), ensemble_state)
         stepped = [m.step(np.array(tokens), s) for m, s in zip(members, member_states)]
         member_states = [state for _, state in stepped]
-        np.testing.assert_allclose(np.exp(log_probs), np.mean([np.exp(lp) for lp, _ in stepped], axis=0), rtol=1e-5)
+        if mean == "geometric":  # proportional to the product of the members' probabilities
+            product = np.prod([np.exp(lp) for lp, _ in stepped], axis=0) ** (1 / len(members))
+            expected = product / product.sum(axis=1, keepdims=True)
+        else:
+            expected = np.mean([np.exp(lp) for lp, _ in stepped], axis=0)
+        np.testing.assert_allclose(np.exp(log_probs), expected, rtol=1e-5)
         np.testing.assert_allclose(np.exp(log_probs).sum(axis=1), 1.0, rtol=1e-5)
 
 
-def test_the_keras_ensemble_and_its_numpy_steps_agree():
+@pytest.mark.parametrize("mean", ["geometric", "arithmetic"])
+def test_the_keras_ensemble_and_its_numpy_steps_agree(mean):
     """Teacher forcing through the Keras ensemble (training, scst.py) gives the log-probabilities
     that the NumPy steps (captioning) give word by word, for every row of a batch."""
     from pipeline.decoder import decoder_steps
 
-    model = random_ensemble()
+    config = ensemble_config(mean)
+    model = random_ensemble(config)
+    assert model.output.dtype == "float32"
     features = np.random.default_rng(5).normal(size=(3, 6)).astype(np.float32)
     words = np.array([[1, 4, 7, 9], [1, 5, 5, 6], [1, 11, 4, 8]])
     full = keras.ops.convert_to_numpy(keras.ops.log_softmax(model([features, words]), axis=-1))
-    steps = decoder_steps(layer_weights(model), ENSEMBLE_CONFIG)
+    steps = decoder_steps(layer_weights(model), config)
     state = steps.initial_state(features)
     for t in range(words.shape[1]):
         log_probs, state = steps.step(words[:, t], state)
