@@ -157,12 +157,14 @@ def model_card(repo_id: str, config: dict, metrics: dict | None) -> ModelCard:
              "epochs run": training.get("epochs_run"), "best epoch": training.get("best_epoch"),
              "best dev CIDEr-D (beam 3)": training.get("best_dev_cider"), "dev loss": training.get("dev_loss"),
              "decoders averaged (ensemble)": len(training.get("ensemble_of", [])) or None,
+             "how their next-word distributions are averaged": config["architecture"].get("mean"),
              "each decoder's best dev CIDEr-D (beam 3)": ", ".join(
                  str(m.get("self_critical", m).get("best_dev_cider")) for m in training.get("ensemble_of", [])) or None,
              "self-critical stage: epochs run": training.get("self_critical", {}).get("epochs_run"),
              "self-critical stage: best dev CIDEr-D (beam 3)": training.get("self_critical", {}).get("best_dev_cider"),
              "vocabulary (tokens)": config["vocab_size"],
              "longest caption (tokens)": config["max_length"],
+             "decoder weights stored as": config.get("weights_dtype"),
              "backbone weights fingerprint": config["encoder"]["weights_fingerprint"],
              "Keras / TensorFlow": " / ".join(config.get("versions", {}).values()) or None}
     training_lines = "".join(f"- {name}: {value}\n" for name, value in facts.items() if value is not None)

@@ -247,3 +247,17 @@ def test_cli_dry_run(model_folder, tmp_path, monkeypatch, capsys):
     hub.main(["push", str(model_folder), REPO_ID, "--dry-run", "--out", str(tmp_path / "upload")])
     assert capsys.readouterr().out.strip() == str(tmp_path / "upload")
     assert (tmp_path / "upload" / "README.md").is_file()
+
+
+def test_the_model_card_of_an_ensemble_says_what_it_averages_and_how():
+    config = {"vocab_size": 2536, "max_length": 31, "weights_dtype": "float16",
+              "encoder": {"weights_fingerprint": "dd8fa9fc31ba1243"},
+              "architecture": {"name": "ensemble", "mean": "geometric", "members": [{"name": "merge-lstm"}] * 3},
+              "training": {"ensemble_of": [{"best_dev_cider": 0.44, "self_critical": {"best_dev_cider": 0.49}},
+                                           {"best_dev_cider": 0.45, "self_critical": {"best_dev_cider": 0.486}},
+                                           {"best_dev_cider": 0.43}]}}
+    text = hub.model_card("someone/captioner", config, None).text
+    assert "- decoders averaged (ensemble): 3\n" in text
+    assert "- each decoder's best dev CIDEr-D (beam 3): 0.49, 0.486, 0.43\n" in text
+    assert "- how their next-word distributions are averaged: geometric\n" in text
+    assert "- decoder weights stored as: float16\n" in text
