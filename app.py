@@ -16,7 +16,6 @@ import os
 import tempfile
 import threading
 from collections import Counter
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 # Gradio reports usage to its makers unless told not to: the operator opts in, users are not asked
@@ -300,39 +299,21 @@ def build_demo(captioner: Captioner, model_description: str | None = None) -> gr
     return demo
 
 
-class LoadingCaptioner:
-    """Stands in for the Captioner while `loading` runs, so the page can be built meanwhile; start()
-    returns only once the load has finished, so no request waits on it."""
-
-    def __init__(self, loading: Future):
-        self._loading = loading
-
-    def __getattr__(self, name: str):
-        return getattr(self._loading.result(), name)
-
-
-def load_and_warm_up(folder: Path, encoder: str) -> Captioner:
-    captioner = model_source.load_captioner(folder, encoder)
-    captioner.warm_up()
-    return captioner
-
-
 def start(model: str | Path | None = None, revision: str | None = None, encoder: str = "auto",
           fallback: Path = LOCAL_WEIGHTS) -> tuple[gr.Blocks, Captioner]:
-    """Everything before serving: the model (pipeline/model_source.py), loaded once and warmed up in a
-    thread while the page is built beside it; exits with what to do when there is no usable model.
+    """Everything before serving: the model (pipeline/model_source.py), loaded once and warmed up so
+    that the first request is as fast as the rest, and the page around it; exits with what to do
+    when there is no usable model.
 
-    OpenVINO's compile and first pass release the GIL, so they run while Gradio builds the page.
+    (Loading in a thread while the page is built, or while Gradio is imported, saved 0.1 s of a
+    3.4 s start-up at best: both sides hold the GIL most of the time.)
     """
     try:
-        folder = model_source.resolve_model(model, revision, fallback)
-        with ThreadPoolExecutor(1) as pool:
-            loading = pool.submit(load_and_warm_up, folder, encoder)
-            demo = build_demo(LoadingCaptioner(loading), describe_weights(folder))
-            captioner = loading.result()
+        captioner, folder = model_source.load_model(model, revision, encoder, fallback)
     except ModelError as error:
         raise SystemExit(f"error: {error}") from None
-    return demo, captioner
+    captioner.warm_up()
+    return build_demo(captioner, describe_weights(folder)), captioner
 
 
 def parse_args(argv=None):

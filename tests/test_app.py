@@ -361,25 +361,18 @@ def test_no_photos_ask_for_some(client):
         client.predict([], 3, api_name="/caption_batch")
 
 
-def test_start_builds_the_page_while_the_model_loads_and_warms_up(tiny_model, random_encoder, monkeypatch):
-    """The load waits until the page is being built: done one after the other, it would time out."""
+def test_start_loads_and_warms_up_the_model_then_builds_the_page_around_it(tiny_model, random_encoder,
+                                                                            monkeypatch):
     from pipeline import model_source
 
-    page_started, warmed = threading.Event(), []
-    build_demo = app.build_demo
+    warmed = []
 
-    def load_beside_the_page(folder, encoder):
-        assert page_started.wait(timeout=10), "the model loaded before the page was built, not beside it"
+    def load(folder, encoder):
         captioner = Captioner.from_pretrained(folder, image_encoder=random_encoder)
         monkeypatch.setattr(captioner, "warm_up", lambda: warmed.append(True))
         return captioner
 
-    def build_while_loading(captioner, description):
-        page_started.set()
-        return build_demo(captioner, description)
-
-    monkeypatch.setattr(model_source, "load_captioner", load_beside_the_page)
-    monkeypatch.setattr(app, "build_demo", build_while_loading)
+    monkeypatch.setattr(model_source, "load_captioner", load)
     demo, captioner = app.start(tiny_model)
     assert isinstance(captioner, Captioner) and isinstance(demo, gr.Blocks) and warmed == [True]
     assert f"Model: {describe_weights(tiny_model)}." in json.dumps(demo.config)
