@@ -8,7 +8,7 @@ import pytest
 import evaluate
 import train
 from pipeline import Captioner
-from pipeline.data import DatasetError
+from pipeline.data import SPLIT_SEED, DatasetError
 from pipeline.formats import FORMATS, detect_format, load_dataset
 from conftest import write_image
 from dataset_writers import (KARPATHY_SPLITS, place_images, write_coco, write_flickr8k, write_imagefolder,
@@ -286,3 +286,111 @@ def test_flickr8k_skips_missing_images_without_being_asked(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         data = load_dataset(root)
     assert "p0.jpg" in caplog.text and data.split("train") == NAMES[1:8]
+
+
+# --- what the end-to-end runs above leave unchecked (found by mutation testing) ---------------------------
+
+def write_kaggle(root, captions):
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "captions.txt").write_text("image,caption\n" + "".join(
+        f"{name},{caption}\n" for name, caps in captions.items() for caption in caps), encoding="utf-8")
+    place_images(root / "Images", [name for name in captions if name != "gone.jpg"])
+    return root
+
+
+def test_kaggle_flickr8k_is_split_by_ratio_when_asked_and_skips_missing_images(tmp_path, caplog):
+    root = write_kaggle(tmp_path / "kaggle", {**CAPTIONS, "gone.jpg": ["A cat sits ."]})
+    with caplog.at_level(logging.WARNING):
+        data = load_dataset(root, split_ratio=(8, 2, 2))
+    assert "gone.jpg" in caplog.text and "gone.jpg" not in data.captions  # skipped without --skip-missing
+    assert {k: len(v) for k, v in data.splits.items()} == {"train": 8, "dev": 2, "test": 2}
+    assert sorted(sum(data.splits.values(), [])) == sorted(NAMES) and data.captions["p0.jpg"] == CAPTIONS["p0.jpg"]
+    assert data.image_path("p3.jpg") == root / "Images" / "p3.jpg"
+    assert data.splits == load_dataset(root, split_ratio=(8, 2, 2)).splits
+    two = write_kaggle(tmp_path / "two", small(2))
+    with pytest.raises(DatasetError, match=f"{two}: 2 images are too few to split"):  # the error names the folder
+        load_dataset(two, split_ratio=(8, 1, 1))
+
+
+@pytest.mark.parametrize("layout", ["file", "folder"])
+def test_coco_missing_images_name_the_annotation_file_and_skip_missing_goes_on(layout, tmp_path):
+    if layout == "file":
+        place_images(tmp_path, NAMES[1:])
+        data, annotations = write_coco(tmp_path / "captions.json", CAPTIONS), tmp_path / "captions.json"
+    else:
+        data, _ = build_coco(tmp_path, None)
+        (tmp_path / "train2014" / "p0.jpg").unlink()
+        annotations = tmp_path / "annotations" / "captions_train2014.json"
+    with pytest.raises(DatasetError, match=f"1 of .* listed in {annotations}"):
+        load_dataset(data)
+    loaded = load_dataset(data, skip_missing=True)
+    assert not any(name.endswith("p0.jpg") for name in loaded.captions)
+
+
+def test_a_coco_file_too_small_for_the_ratio_is_named(tmp_path):
+    place_images(tmp_path, NAMES[:2])
+    path = write_coco(tmp_path / "captions.json", small(2))
+    with pytest.raises(DatasetError, match=f"{path}: 2 images are too few to split"):
+        load_dataset(path, split_ratio=(8, 1, 1))
+
+
+def test_a_coco_folder_refuses_a_split_ratio_and_names_the_folder(tmp_path):
+    data, _ = build_coco(tmp_path, None)
+    with pytest.raises(DatasetError, match=f"{tmp_path}.*--split-ratio"):
+        load_dataset(data, split_ratio=(1, 1, 1))
+
+
+@pytest.mark.parametrize("missing, message", [("train", "captions_train\\*.json: the train split needs one"),
+                                              ("val", "captions_val\\*.json: the dev split needs one")])
+def test_a_coco_folder_needs_train_and_val_captions(missing, message, tmp_path):
+    build_coco(tmp_path, None)
+    (tmp_path / "annotations" / f"captions_{missing}2014.json").unlink()
+    with pytest.raises(DatasetError, match=f"{tmp_path / 'annotations'} has no {message}"):
+        load_dataset(tmp_path, format_name="coco")
+
+
+def test_a_coco_folder_with_test_captions_keeps_val_whole_as_dev(tmp_path, caplog):
+    build_coco(tmp_path, None)
+    write_coco(tmp_path / "annotations" / "captions_test2014.json", {n: CAPTIONS[n] for n in NAMES[:2]})
+    place_images(tmp_path / "test2014", NAMES[:2])
+    with caplog.at_level(logging.WARNING):
+        splits = load_dataset(tmp_path).splits
+    assert splits["dev"] == [f"val2014/{n}" for n in NAMES[8:]] and splits["test"] == ["test2014/p0.jpg", "test2014/p1.jpg"]
+    assert "no test captions" not in caplog.text
+
+
+def test_a_coco_folder_without_test_captions_says_so_with_the_counts(tmp_path, caplog):
+    build_coco(tmp_path, None)
+    with caplog.at_level(logging.WARNING):
+        load_dataset(tmp_path)
+    assert (f"{tmp_path / 'annotations'} has no test captions: half of the val images (seed {SPLIT_SEED}) are the "
+            "test split, 2 dev / 2 test") in caplog.text
+
+
+def test_coco_images_without_captions_are_counted_in_a_warning(tmp_path, caplog):
+    path = write_coco(tmp_path / "captions.json", small(4))
+    data = json.loads(path.read_text())
+    data["images"] += [{"id": 900, "file_name": "x.jpg"}, {"id": 901, "file_name": "y.jpg"}]
+    path.write_text(json.dumps(data))
+    place_images(tmp_path, NAMES[:4])
+    with caplog.at_level(logging.WARNING):
+        loaded = load_dataset(path, split_ratio=(2, 1, 1))
+    assert f"{path}: 2 image(s) without captions left out" in caplog.text and "x.jpg" not in loaded.captions
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.pop("annotations"), "expected an object with 'images' and 'annotations' lists"),
+    (lambda d: d.update(images={}), "expected an object with 'images' and 'annotations' lists"),
+    (lambda d: d["images"][1].pop("id"), r"images\[1\]: expected an object with 'id' and 'file_name'"),
+    (lambda d: d["images"][2].pop("file_name"), r"images\[2\]: expected an object with 'id' and 'file_name'"),
+    (lambda d: d["annotations"].insert(0, ["not", "an", "object"]), r"annotations\[0\]: image_id None"),
+    (lambda d: d["annotations"][3].update(caption=7), r"annotations\[3\].caption"),
+])
+def test_malformed_coco_records_are_named(change, message, tmp_path):
+    path = write_coco(tmp_path / "captions.json", small(3))
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+    place_images(tmp_path, NAMES[:3])
+    with pytest.raises(DatasetError, match=f"{path}: {message}"):
+        load_dataset(path, format_name="coco")
