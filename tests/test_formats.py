@@ -394,3 +394,72 @@ def test_malformed_coco_records_are_named(change, message, tmp_path):
     place_images(tmp_path, NAMES[:3])
     with pytest.raises(DatasetError, match=f"{path}: {message}"):
         load_dataset(path, format_name="coco")
+
+
+def test_the_data_arguments_reach_the_loader(tmp_path):
+    import argparse
+
+    from pipeline.formats import add_data_arguments, dataset_from_args
+
+    place_images(tmp_path / "val2014", NAMES[1:])
+    annotations = write_coco(tmp_path / "annotations" / "captions_val2014.json", CAPTIONS)
+    parser = argparse.ArgumentParser()
+    add_data_arguments(parser)
+    args = parser.parse_args(["--data", str(annotations), "--format", "coco", "--images", str(tmp_path / "val2014"),
+                              "--skip-missing", "--split-ratio", "7,2,2"])
+    data = dataset_from_args(args)
+    assert data.format == "coco" and "p0.jpg" not in data.captions  # skipped: not on disk
+    assert {k: len(v) for k, v in data.splits.items()} == {"train": 7, "dev": 2, "test": 2}
+    with pytest.raises(SystemExit):
+        parser.parse_args([])  # --data is required without a default
+    defaulted = argparse.ArgumentParser()
+    add_data_arguments(defaulted, default="somewhere")
+    assert defaulted.parse_args([]).data == "somewhere" and not defaulted.parse_args([]).skip_missing
+
+
+def test_the_data_arguments_explain_themselves_in_help(capsys):
+    import argparse
+
+    from pipeline.formats import add_data_arguments, formats_help
+
+    parser = argparse.ArgumentParser(formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_arguments(parser, default="data/x")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--help"])
+    out = capsys.readouterr().out
+    listed = [f"{f.name}: {f.shape}" for f in FORMATS.values()]
+    assert formats_help().splitlines() == [f"  {line}" for line in listed]
+    lines = [line.strip() for line in out.splitlines()]
+    start = lines.index("--data is detected to be in one of these formats:")
+    assert lines[start + 1:start + 1 + len(listed)] == listed
+    words = " ".join(out.split())
+    for shown in ["--data PATH dataset folder or file (default: data/x)",
+                  f"--format {{{','.join(FORMATS)}}} read --data in this format instead of detecting it",
+                  "--images DIR image root for the formats whose files name images relative to one (karpathy, "
+                  "coco); default: the annotation file's folder",
+                  "--skip-missing go on without the listed images that are not on disk (by default they stop the "
+                  "run; the Flickr8k layouts always skip them)",
+                  "--split-ratio TRAIN,DEV,TEST split data that has no splits of its own, deterministically "
+                  "(default 0.8,0.1,0.1; Kaggle's Flickr8k: 6000/1000/1000 images)"]:
+        assert shown in words
+
+
+@pytest.mark.parametrize("text, ratio", [("0.8,0.1,0.1", (0.8, 0.1, 0.1)), ("8,2,0", (8.0, 2.0, 0.0)),
+                                         (" 6 ,1, 1", (6.0, 1.0, 1.0))])
+def test_split_ratios_are_read_as_three_numbers(text, ratio):
+    from pipeline.data import parse_split_ratio
+
+    assert parse_split_ratio(text) == ratio
+
+
+@pytest.mark.parametrize("text", ["0.8,0.2", "1,2,3,4", "a,b,c", "", "0,1,1", "1,-1,1", "1,1,-0.5", "-1,1,1"])
+def test_a_split_ratio_that_is_not_three_usable_numbers_is_refused(text, capsys):
+    from pipeline.data import parse_split_ratio
+
+    message = f"expected three non-negative numbers TRAIN,DEV,TEST with TRAIN > 0, got {text!r}"
+    with pytest.raises(ValueError) as error:
+        parse_split_ratio(text)
+    assert str(error.value) == message
+    with pytest.raises(SystemExit):
+        train.parse_args(["--data", "x", f"--split-ratio={text}"])
+    assert message in capsys.readouterr().err
