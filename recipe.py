@@ -8,7 +8,7 @@ Three seeds took about 2 hours on 2 CPU cores. Each stage writes its own folder 
 (xe_seedN, scst_seedN, ensemble), so a killed run, started again, resumes inside the stage it was
 in and skips the finished ones (a stage's config.json is the last file it writes). Options not
 listed below (--format, --images, --skip-missing, --split-ratio, --backbone-weights, --cache-dir,
---limit-images, ...) go to both train.py and scst.py.
+--limit-images, ...) go to both train.py and scst.py (--scst-epochs, not --epochs, limits scst.py).
 """
 import argparse
 import logging

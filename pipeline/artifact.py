@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .decoder import DECODERS, ENSEMBLE_MEANS
+from .decoder import DECODERS, ENSEMBLE_MEANS, FORMER_ENSEMBLE_MEAN
 from .files import atomic_path, write_text_atomically
 from .vocab import Vocabulary
 
@@ -28,8 +28,8 @@ CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE = "config.json", "vocab.json", "decoder.we
 ARTIFACT_FILES = (CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE)  # what every model folder holds
 # what each training stage logs, one row per epoch (train.py, scst.py)
 TRAINING_LOG, SELF_CRITICAL_LOG = "training_log.csv", "self_critical_log.csv"
-# How decoder.weights.h5 may store its arrays; both load as float32. float16 halves the file (an
-# ensemble of 3 merge decoders: 14.6 MB instead of 29, over the 25 MB a repo file may hold).
+# How decoder.weights.h5 may store its arrays; both load as float32. float16 halves the file: an
+# ensemble of 3 merge decoders takes 14.6 MB, where float32's 29 MB is over the 25 MB a repo file may hold.
 WEIGHTS_DTYPES = ("float32", "float16")
 ENCODER_PATTERN = "encoder*"  # the exported encoder's files (encoder.xml, encoder-*.bin), when there is one
 
@@ -93,7 +93,7 @@ def read_config(folder: Path) -> dict:
         for i, member in enumerate(members):
             for key, kind in (("units", int), ("embedding_dim", int), ("dropout", float)):
                 _field({"member": member}, path, "member", key, kind=kind)
-        if config["architecture"].get("mean", ENSEMBLE_MEANS[0]) not in ENSEMBLE_MEANS:
+        if config["architecture"].get("mean", FORMER_ENSEMBLE_MEAN) not in ENSEMBLE_MEANS:
             raise ArtifactError(f"{path}: architecture.mean {config['architecture']['mean']!r} is not one of "
                                 f"{', '.join(ENSEMBLE_MEANS)}")
     else:

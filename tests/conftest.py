@@ -6,11 +6,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import Phase, settings
 from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry calls from Gradio apps and clients
+
+# Mutation testing (tools/mutation.sh passes --hypothesis-profile=mutation) needs a failing example, not
+# the smallest: without shrinking, a mutant that breaks a property test fails in a second instead of
+# running into mutmut's time limit while Hypothesis shrinks.
+settings.register_profile("mutation", phases=[Phase.explicit, Phase.reuse, Phase.generate])
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_FLICKR8K = ROOT.parent / "shared" / "flickr8k"
