@@ -463,3 +463,191 @@ def test_a_split_ratio_that_is_not_three_usable_numbers_is_refused(text, capsys)
     with pytest.raises(SystemExit):
         train.parse_args(["--data", "x", f"--split-ratio={text}"])
     assert message in capsys.readouterr().err
+
+
+# --- reading files: encodings, detection's peek, ratio splits (pipeline/data.py) ---------------------------
+
+def test_a_folder_named_like_a_json_file_is_not_read_as_one(tmp_path):
+    (tmp_path / "data.json").mkdir()
+    with pytest.raises(DatasetError, match="none of the dataset formats"):
+        load_dataset(tmp_path / "data.json")
+
+
+def test_detection_peeks_past_bytes_that_are_not_utf8(tmp_path):
+    path = write_coco(tmp_path / "captions.json", small(3))
+    path.write_bytes(b'{"info": "\xff\xfe", ' + path.read_bytes()[1:])  # read_json would refuse it: detection must not
+    with pytest.raises(DatasetError, match=f"{path}: not UTF-8 text"):
+        load_dataset(path)  # detected as COCO, then refused by the reader with its reason
+
+
+def test_json_with_a_byte_order_mark_loads(tmp_path):
+    path = write_coco(tmp_path / "captions.json", small(3))
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    place_images(tmp_path, NAMES[:3])
+    assert sorted(load_dataset(path, format_name="coco", split_ratio=(1, 1, 1)).captions) == NAMES[:3]
+
+
+def test_a_missing_file_is_named(tmp_path):
+    from pipeline.data import read_json
+
+    with pytest.raises(DatasetError, match=f"missing file: {tmp_path / 'nothing.json'}"):
+        read_json(tmp_path / "nothing.json")
+
+
+def test_a_ratio_split_without_a_test_share_has_no_test_images_and_says_so(tmp_path, caplog):
+    place_images(tmp_path, NAMES)
+    path = write_coco(tmp_path / "captions.json", CAPTIONS)
+    with caplog.at_level(logging.WARNING):
+        data = load_dataset(path, split_ratio=(8, 4, 0))
+    assert {k: len(v) for k, v in data.splits.items()} == {"train": 8, "dev": 4, "test": 0}
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path} has no splits: using a deterministic split (seed {SPLIT_SEED}, ratio 8,4,0) of 8 train / 4 dev / "
+        "0 test images"]
+
+
+def test_the_format_is_named_in_the_log_and_unknown_formats_and_image_folders_are_refused(tmp_path, caplog):
+    place_images(tmp_path, NAMES[:3])
+    path = write_coco(tmp_path / "captions.json", small(3))
+    with caplog.at_level(logging.INFO, logger="pipeline.formats"):
+        load_dataset(path, split_ratio=(1, 1, 1))
+    assert f"reading {path} as coco" in [r.getMessage() for r in caplog.records]
+    with pytest.raises(DatasetError) as error:
+        load_dataset(path, format_name="parquet")
+    assert str(error.value) == f"unknown dataset format 'parquet'; the formats are {', '.join(FORMATS)}"
+    with pytest.raises(DatasetError) as error:
+        load_dataset(path, images=tmp_path / "elsewhere")
+    assert str(error.value) == f"image folder not found: {tmp_path / 'elsewhere'}"
+    (tmp_path / "notes.txt").write_text("hello\n")
+    with pytest.raises(DatasetError) as error:
+        load_dataset(tmp_path / "notes.txt")
+    assert str(error.value).endswith("\n(--format NAME reads it as that one and says what is wrong)")
+
+
+def test_format_from_the_arguments_reads_a_file_detection_would_not(tmp_path, capsys):
+    import argparse
+
+    from pipeline.formats import add_data_arguments, dataset_from_args
+
+    place_images(tmp_path, NAMES[:3])
+    text = tmp_path / "captions.txt"  # COCO JSON under another suffix: only --format says what it is
+    text.write_text(write_coco(tmp_path / "captions.json", small(3)).read_text())
+    parser = argparse.ArgumentParser()
+    add_data_arguments(parser)
+    args = parser.parse_args(["--data", str(text), "--format", "coco", "--split-ratio", "1,1,1"])
+    assert dataset_from_args(args).format == "coco"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--help"])
+    words = " ".join(capsys.readouterr().out.split())
+    assert "data: --data is detected" in words and "--data PATH dataset folder or file --format" in words
+
+
+# --- ImageFolder and Karpathy: each refusal says what and where ------------------------------------------
+
+def test_imagefolder_metadata_in_two_places_is_refused(tmp_path):
+    write_imagefolder(tmp_path, small(2))
+    write_imagefolder(tmp_path / "train", small(2))
+    write_imagefolder(tmp_path / "validation", small(2))
+    with pytest.raises(DatasetError) as error:
+        load_dataset(tmp_path)
+    assert str(error.value) == f"{tmp_path} has metadata at its top and in train, validation/: keep one"
+    write_imagefolder(tmp_path / "test", small(2), "csv")
+    write_imagefolder(tmp_path / "test", small(2), "jsonl")
+    (tmp_path / "metadata.jsonl").unlink()
+    with pytest.raises(DatasetError) as error:
+        load_dataset(tmp_path)
+    assert str(error.value) == f"{tmp_path / 'test'} holds both metadata.jsonl and metadata.csv: keep one"
+
+
+@pytest.mark.parametrize("lines, message", [
+    (['{"file_name": "p0.jpg", "text": "A dog .", "caption": "A cat ."}'],
+     "{file}:1: expected one caption column of text, caption, captions, got ['text', 'caption']"),
+    (['{"file_name": "p0.jpg"}'], "{file}:1: expected one caption column of text, caption, captions, got none"),
+    (['{"file_name": "p0.jpg", "captions": []}'], "{file}:1: the caption list is empty"),
+    (['["p0.jpg", "A dog ."]'], "{file}:1: expected a JSON object, got list"),
+    (["", "  "], "empty file: {file}"),
+])
+def test_malformed_imagefolder_rows_are_named(lines, message, tmp_path):
+    (tmp_path / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatasetError) as error:
+        load_dataset(tmp_path)
+    assert str(error.value) == message.format(file=tmp_path / "metadata.jsonl")
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "csv"])
+def test_imagefolder_reads_a_byte_order_mark_blank_lines_short_rows_and_bracketed_captions(kind, tmp_path):
+    place_images(tmp_path, NAMES[:3])
+    if kind == "jsonl":
+        rows = [json.dumps({"file_name": "p0.jpg", "text": "A dog runs ."}), "",
+                json.dumps({"file_name": "p1.jpg", "text": "[1, 2] marks the spot ."}),
+                json.dumps({"file_name": "p2.jpg", "captions": ["A man .", "A bike ."]})]
+    else:
+        rows = ["file_name,text,note", "p0.jpg,A dog runs .", 'p1.jpg,"[1, 2]"', 'p2.jpg,"  [""A man ."", ""A bike .""]"']
+    (tmp_path / f"metadata.{kind}").write_bytes(b"\xef\xbb\xbf" + ("\n".join(rows) + "\n").encode())
+    data = load_dataset(tmp_path, split_ratio=(1, 1, 1))
+    assert data.captions["p0.jpg"] == ["A dog runs ."]
+    assert data.captions["p1.jpg"] == (["[1, 2] marks the spot ."] if kind == "jsonl" else ["[1, 2]"])
+    assert data.captions["p2.jpg"] == ["A man .", "A bike ."]
+
+
+@pytest.mark.parametrize("layout", ["top", "split folders"])
+def test_imagefolder_missing_images_name_the_metadata_file_and_skip_missing_goes_on(layout, tmp_path):
+    folder = tmp_path if layout == "top" else tmp_path / "train"
+    write_imagefolder(folder, CAPTIONS)
+    place_images(folder, NAMES[1:])
+    if layout == "split folders":
+        write_imagefolder(tmp_path / "validation", small(2))
+        place_images(tmp_path / "validation", NAMES[:2])
+    with pytest.raises(DatasetError, match=f"1 of .* listed in {folder / 'metadata.jsonl'}"):
+        load_dataset(tmp_path)
+    data = load_dataset(tmp_path, skip_missing=True)
+    assert not any(name.endswith("p0.jpg") and "validation" not in name for name in data.captions)
+    if layout == "top":
+        assert {k: len(v) for k, v in load_dataset(tmp_path, skip_missing=True, split_ratio=(7, 2, 2)).splits.items()} \
+            == {"train": 7, "dev": 2, "test": 2}
+        write_imagefolder(tmp_path / "small", small(2))
+        place_images(tmp_path / "small", NAMES[:2])
+        with pytest.raises(DatasetError, match=f"{tmp_path / 'small'}: 2 images are too few"):
+            load_dataset(tmp_path / "small", split_ratio=(8, 1, 1))
+    else:
+        with pytest.raises(DatasetError, match=f"{tmp_path} has its own train/dev/test splits"):
+            load_dataset(tmp_path, split_ratio=(1, 1, 1))
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.update(images={}), r"expected an object with an 'images' list \(Karpathy's split JSON\)"),
+    (lambda d: d["images"][1].update(split="holdout"),
+     r"images\[1\] \(p1.jpg\): 'split' is 'holdout', expected one of \['restval', 'test', 'train', 'val'\]"),
+    (lambda d: d["images"][2].update(sentences=["A dog ."]), r"images\[2\] \(p2.jpg\): sentences\[0\].raw"),
+])
+def test_malformed_karpathy_records_are_named(change, message, tmp_path):
+    path = write_karpathy(tmp_path / "dataset_x.json", small(3), dict.fromkeys(NAMES[:3], "train"))
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+    place_images(tmp_path, NAMES[:3])
+    with pytest.raises(DatasetError, match=f"{path}: {message}"):
+        load_dataset(path, format_name="karpathy")
+
+
+def test_karpathy_missing_images_name_the_json(tmp_path):
+    path = write_karpathy(tmp_path / "dataset_x.json", small(3), dict.fromkeys(NAMES[:3], "train"))
+    place_images(tmp_path, NAMES[1:3])
+    with pytest.raises(DatasetError, match=f"1 of 3 images listed in {path}"):
+        load_dataset(path)
+
+
+def test_coco_val_is_halved_the_same_way_every_time_and_warned_of_exactly(tmp_path, caplog):
+    build_coco(tmp_path, None)
+    with caplog.at_level(logging.WARNING):
+        first = load_dataset(tmp_path).splits
+    assert [first == load_dataset(tmp_path).splits for _ in range(5)] == [True] * 5
+    assert f"{tmp_path / 'annotations'} has no test captions: half of the val images (seed {SPLIT_SEED}) are the " \
+           "test split, 2 dev / 2 test" in [r.getMessage() for r in caplog.records]
+    path = write_coco(tmp_path / "one.json", small(4))
+    data = json.loads(path.read_text())
+    data["images"].append({"id": 900, "file_name": "x.jpg"})
+    path.write_text(json.dumps(data))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        load_dataset(path, images=tmp_path / "train2014", split_ratio=(2, 1, 1))
+    assert f"{path}: 1 image(s) without captions left out" in [r.getMessage() for r in caplog.records]
