@@ -303,6 +303,8 @@ def test_kaggle_flickr8k_is_split_by_ratio_when_asked_and_skips_missing_images(t
     with caplog.at_level(logging.WARNING):
         data = load_dataset(root, split_ratio=(8, 2, 2))
     assert "gone.jpg" in caplog.text and "gone.jpg" not in data.captions  # skipped without --skip-missing
+    assert f"{root} has no splits: using a deterministic split (seed {SPLIT_SEED}, ratio 8,2,2) of 8 train / 2 dev / " \
+           "2 test images" in [r.getMessage() for r in caplog.records]
     assert {k: len(v) for k, v in data.splits.items()} == {"train": 8, "dev": 2, "test": 2}
     assert sorted(sum(data.splits.values(), [])) == sorted(NAMES) and data.captions["p0.jpg"] == CAPTIONS["p0.jpg"]
     assert data.image_path("p3.jpg") == root / "Images" / "p3.jpg"
@@ -618,6 +620,7 @@ def test_imagefolder_missing_images_name_the_metadata_file_and_skip_missing_goes
     (lambda d: d["images"][1].update(split="holdout"),
      r"images\[1\] \(p1.jpg\): 'split' is 'holdout', expected one of \['restval', 'test', 'train', 'val'\]"),
     (lambda d: d["images"][2].update(sentences=["A dog ."]), r"images\[2\] \(p2.jpg\): sentences\[0\].raw"),
+    (lambda d: d["images"][0].update(sentences="A dog ."), r"images\[0\] \(p0.jpg\): expected a non-empty 'sentences' list"),
 ])
 def test_malformed_karpathy_records_are_named(change, message, tmp_path):
     path = write_karpathy(tmp_path / "dataset_x.json", small(3), dict.fromkeys(NAMES[:3], "train"))
