@@ -16,7 +16,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry calls
 # Mutation testing (tools/mutation.sh passes --hypothesis-profile=mutation) needs a failing example, not
 # the smallest: without shrinking, a mutant that breaks a property test fails in a second instead of
 # running into mutmut's time limit while Hypothesis shrinks.
-settings.register_profile("mutation", phases=[Phase.explicit, Phase.reuse, Phase.generate])
+settings.register_profile("mutation", phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target])
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_FLICKR8K = ROOT.parent / "shared" / "flickr8k"

@@ -266,3 +266,19 @@ def test_captions_are_decoded_under_the_fluency_rules():
         assert words and words[-1] not in ("a", "the")
         assert all(x != y for x, y in zip(words, words[1:]))
         assert len(set(zip(words, words[1:]))) == len(words) - 1
+
+
+@pytest.mark.parametrize("max_length, expected", [
+    (1, [((3,), 1)]),
+    (2, [((3, 2), 2), ((3, 3), 2)]),
+    (3, [((3, 2), 2), ((3, 3, 2), 3), ((3, 3, 3), 3)]),
+])
+def test_beams_that_never_opened_are_not_captions(max_length, expected):
+    """One usable word and the end (the rest banned): three beams cannot all be filled, and the
+    n-best list holds only real captions, none with probability 0 (found by mutation testing)."""
+    def step(tokens, state):
+        return np.full((len(tokens), 4), np.log(0.5)), state
+
+    found = beam_search(step, (np.zeros((1, 1)),), 1, start_id=1, end_id=2, beam_size=3, max_length=max_length,
+                        n_best=3, banned_ids=(0, 1))[0]
+    assert [(h.tokens, h.log_prob) for h in found] == [(tokens, pytest.approx(n * np.log(0.5))) for tokens, n in expected]
