@@ -84,6 +84,12 @@ def rows_times(rows: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     return (rows[:, None, :] @ kernel)[:, 0] if 1 < len(rows) <= 4 else rows @ kernel
 
 
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    """Log-probabilities from the last axis' logits (its largest taken out first: exp never overflows)."""
+    x = x - x.max(axis=-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+
+
 class DecoderSteps:
     """The trained decoder's layers as an image step and a word step, computed with NumPy.
 
@@ -131,9 +137,7 @@ class DecoderSteps:
         c = (1 + np.tanh(f / 2)) / 2 * c + (1 + np.tanh(i / 2)) / 2 * np.tanh(g)
         h = (1 + np.tanh(o / 2)) / 2 * np.tanh(c)
         merged = np.maximum((image + h) @ self._merge_kernel + self._merge_bias, 0)
-        logits = rows_times(merged, self._logits_kernel) + self._logits_bias
-        logits -= logits.max(axis=1, keepdims=True)
-        return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True)), (image, h, c)
+        return log_softmax(rows_times(merged, self._logits_kernel) + self._logits_bias), (image, h, c)
 
 
 class EnsembleSteps:
@@ -158,9 +162,7 @@ class EnsembleSteps:
             start += size
         stacked = np.stack(log_probs)
         if self.mean == "geometric":
-            average = stacked.mean(axis=0)
-            average -= average.max(axis=1, keepdims=True)
-            return average - np.log(np.exp(average).sum(axis=1, keepdims=True)), tuple(new_state)
+            return log_softmax(stacked.mean(axis=0)), tuple(new_state)
         top = stacked.max(axis=0)
         return top + np.log(np.exp(stacked - top).mean(axis=0)), tuple(new_state)
 

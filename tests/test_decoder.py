@@ -203,3 +203,10 @@ def test_rows_times_is_the_matrix_product_for_any_number_of_rows(rows):
     x, kernel = rng.normal(size=(rows, 16)).astype(np.float32), rng.normal(size=(16, 40)).astype(np.float32)
     np.testing.assert_allclose(rows_times(x, kernel), x @ kernel, rtol=1e-5, atol=1e-5)
     assert rows_times(x, kernel).shape == (rows, 40)
+
+
+def test_log_softmax_of_large_logits_stays_finite():
+    from pipeline.decoder import log_softmax
+
+    out = log_softmax(np.array([[1000.0, 0.0, -1000.0], [3.0, 3.0, 3.0]]))
+    np.testing.assert_allclose(out, [[0.0, -1000.0, -2000.0], [-np.log(3)] * 3])
