@@ -31,6 +31,7 @@ from pipeline.hub import LOCAL_WEIGHTS, describe_weights  # noqa: E402
 from pipeline.images import ImageError  # noqa: E402
 from pipeline.model_source import ModelError, add_model_arguments  # noqa: E402
 from pipeline.records import Csv  # noqa: E402
+from pipeline.logs import log_to_stderr  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 MAX_BEAM = 10  # beam_search's limit
@@ -341,7 +342,7 @@ def serve(demo: gr.Blocks, host: str | None = None, port: int | None = None, **l
 
 def main(argv=None):
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    log_to_stderr()
     demo, _ = start(args.model, args.revision, args.encoder, args.weights)
     serve(demo, args.host, args.port)
 

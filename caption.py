@@ -26,7 +26,6 @@ recorded with an error count as done: delete their lines to try them again. Resu
 The model is the app's (see app.py): --model names a local folder or a Hub repo.
 """
 import argparse
-import logging
 import sys
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from tqdm import tqdm
 from pipeline.batch import PhotoListError, caption_files, caption_record, find_photos
 from pipeline.model_source import ModelError, add_model_arguments, load_model, resolve_model
 from pipeline.records import RecordFile, RecordFileError, format_of
+from pipeline.logs import log_to_stderr
 
 MAX_BEAM = 10  # beam_search's limit
 
@@ -67,7 +67,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    log_to_stderr()
     try:
         format_of(args.out)
         photos = find_photos(args.photos)

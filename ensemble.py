@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pipeline.artifact import WEIGHTS_DTYPES, ArtifactError, read_config, read_vocab
 from pipeline.decoder import ENSEMBLE_MEANS
+from pipeline.logs import log_to_stderr
 
 log = logging.getLogger("ensemble")
 
@@ -57,7 +58,7 @@ def check_members(folders: list[Path]) -> list[dict]:
 
 def main(argv=None):
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    log_to_stderr()
     try:
         configs = check_members(args.members)
     except ArtifactError as error:

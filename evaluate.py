@@ -36,6 +36,7 @@ from pipeline.feature_cache import extract_features
 from pipeline.files import atomic_path, sha256_of, write_text_atomically
 from pipeline.formats import add_data_arguments, dataset_from_args
 from pipeline.metrics import caption_metrics
+from pipeline.logs import log_to_stderr
 
 log = logging.getLogger("evaluate")
 
@@ -152,7 +153,7 @@ def save_reports(args, report: dict) -> str:
 
 def main(argv=None):
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    log_to_stderr()
     dataset = dataset_from_args(args)
     names = dataset.split(args.split)[:args.limit_images]
     scorer = None if args.no_bertscore else load_bertscore(args.bertscore_model, args.bertscore_layers,

@@ -19,6 +19,7 @@ from pathlib import Path
 from pipeline.artifact import ArtifactError, read_config, write_config
 from pipeline.encoder import BACKBONE_WEIGHTS_ENV
 from pipeline.openvino_encoder import add_export_arguments
+from pipeline.logs import log_to_stderr
 
 log = logging.getLogger("export_encoder")
 
@@ -34,7 +35,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    log_to_stderr()
     try:
         config = read_config(args.weights)
     except ArtifactError as error:

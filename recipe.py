@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 
 from pipeline.artifact import CONFIG_FILE
+from pipeline.logs import log_to_stderr
 
 log = logging.getLogger("recipe")
 
@@ -39,7 +40,7 @@ def finished(folder: Path) -> bool:
 
 def main(argv=None):
     args, stage_options = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    log_to_stderr()
     import ensemble
     import scst
     import train

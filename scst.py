@@ -25,6 +25,7 @@ from pipeline.captioner import ENCODER_CHOICES, load_artifact
 from pipeline.data import DatasetError
 from pipeline.formats import add_data_arguments, dataset_from_args
 from pipeline.scst import BASELINES
+from pipeline.logs import log_to_stderr
 
 log = logging.getLogger("scst")
 CHECKPOINTS = ".checkpoints-scst"
@@ -69,7 +70,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    log_to_stderr()
     started = time.time()
     source, out = Path(args.model), Path(args.out)
     try:

@@ -18,6 +18,7 @@ from pipeline.artifact import TRAINING_LOG
 from pipeline.formats import add_data_arguments, dataset_from_args
 from pipeline.openvino_encoder import add_export_arguments
 from pipeline.vocab import Vocabulary, clean_caption
+from pipeline.logs import log_to_stderr
 
 log = logging.getLogger("train")
 CHECKPOINTS = ".checkpoints"
@@ -59,7 +60,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    log_to_stderr()
     started = time.time()
     dataset = dataset_from_args(args)  # before anything in --out is touched, and before TensorFlow loads
     # TensorFlow takes seconds to import: only after the arguments and the data are known to be good

@@ -332,7 +332,9 @@ def main(argv=None):
     push.add_argument("--dry-run", action="store_true", help="build and check the upload folder, upload nothing")
     push.add_argument("--out", help="with --dry-run: build the folder here (default: a new temporary folder)")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from .logs import log_to_stderr
+
+    log_to_stderr()
     try:
         print(push_to_hub(args.folder, args.repo_id, args.private, args.commit_message, dry_run=args.dry_run,
                           dest=args.out))
