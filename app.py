@@ -18,8 +18,11 @@ import threading
 from collections import Counter
 from pathlib import Path
 
+from pipeline.gradio_stubs import skip_stub_generation
+
 # Gradio reports usage to its makers unless told not to: the operator opts in, users are not asked
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+skip_stub_generation()  # a third of the start-up, for editors' type stubs (pipeline/gradio_stubs.py)
 import gradio as gr  # noqa: E402
 from gradio.utils import get_upload_folder  # noqa: E402
 from gradio_client.utils import is_http_url_like  # noqa: E402

@@ -1,0 +1,58 @@
+"""Gradio imported without its type-stub writing (pipeline/gradio_stubs.py), each in a fresh process."""
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+# Counts the sources Gradio's component_meta parses while Gradio is imported (it parses each
+# component's source to write its stub), then checks that the components still work.
+COUNT_STUB_PARSES = """
+import ast, sys
+parses, parse = [], ast.parse
+def counting_parse(*args, **kwargs):
+    if sys._getframe(1).f_globals.get("__name__") == "gradio.component_meta":
+        parses.append(1)
+    return parse(*args, **kwargs)
+ast.parse = counting_parse
+{before}
+import gradio as gr
+assert callable(gr.Button.click) and gr.Textbox(value="a").value == "a"
+with gr.Blocks() as demo:
+    gr.Button("b").click(lambda: None)
+print(len(parses))
+"""
+
+
+def stub_parses(before: str) -> int:
+    code = COUNT_STUB_PARSES.format(before=before)
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return int(done.stdout.split()[-1])
+
+
+@pytest.mark.parametrize("before, skipped", [
+    ("", False),  # Gradio as it is: if it stops parsing its sources, the skip has nothing left to do
+    ("from pipeline.gradio_stubs import skip_stub_generation; assert skip_stub_generation()", True),
+    ("import app", True),  # the app arranges it before its own import of Gradio
+])
+def test_gradio_skips_its_stubs_only_when_told(before, skipped):
+    parses = stub_parses(before)
+    assert (parses == 0) if skipped else (parses > 50)
+
+
+def test_too_late_or_twice_changes_nothing():
+    code = """
+import sys
+from pipeline.gradio_stubs import skip_stub_generation, _SkipStubsOnLoad
+finders = lambda: sum(isinstance(f, _SkipStubsOnLoad) for f in sys.meta_path)
+print(skip_stub_generation(), skip_stub_generation(), finders())
+import gradio.component_meta as m
+print(finders(), m.create_or_modify_pyi.__name__)
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.stdout.split() == ["True", "False", "1", "0", "no_stub"], done.stderr[-3000:]
+    code = "import gradio\nfrom pipeline.gradio_stubs import skip_stub_generation\nprint(skip_stub_generation())"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.stdout.split() == ["False"], done.stderr[-3000:]
