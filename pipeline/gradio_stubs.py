@@ -41,11 +41,8 @@ class _ThenSkipStubs:
     def __init__(self, loader):
         self._loader = loader
 
-    def __getattr__(self, name):
+    def __getattr__(self, name):  # create_module, get_source, ...: the loader's own
         return getattr(self._loader, name)
-
-    def create_module(self, spec):
-        return self._loader.create_module(spec)
 
     def exec_module(self, module):
         self._loader.exec_module(module)

@@ -25,11 +25,11 @@ print(len(parses))
 """
 
 
-def stub_parses(before: str) -> int:
-    code = COUNT_STUB_PARSES.format(before=before)
+def printed_by(code: str) -> list[str]:
+    """The words `code` prints, run in a fresh Python process from the repo root."""
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    return int(done.stdout.split()[-1])
+    return done.stdout.split()
 
 
 @pytest.mark.parametrize("before, skipped", [
@@ -38,7 +38,7 @@ def stub_parses(before: str) -> int:
     ("import app", True),  # the app arranges it before its own import of Gradio
 ])
 def test_gradio_skips_its_stubs_only_when_told(before, skipped):
-    parses = stub_parses(before)
+    parses = int(printed_by(COUNT_STUB_PARSES.format(before=before))[-1])
     assert (parses == 0) if skipped else (parses > 50)
 
 
@@ -51,8 +51,6 @@ print(skip_stub_generation(), skip_stub_generation(), finders())
 import gradio.component_meta as m
 print(finders(), m.create_or_modify_pyi.__name__)
 """
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.stdout.split() == ["True", "False", "1", "0", "no_stub"], done.stderr[-3000:]
-    code = "import gradio\nfrom pipeline.gradio_stubs import skip_stub_generation\nprint(skip_stub_generation())"
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.stdout.split() == ["False"], done.stderr[-3000:]
+    assert printed_by(code) == ["True", "False", "1", "0", "no_stub"]
+    assert printed_by("import gradio\nfrom pipeline.gradio_stubs import skip_stub_generation\n"
+                      "print(skip_stub_generation())") == ["False"]
