@@ -309,8 +309,8 @@ def start(model: str | Path | None = None, revision: str | None = None, encoder:
     that the first request is as fast as the rest, and the page around it; exits with what to do
     when there is no usable model.
 
-    (Loading in a thread while the page is built, or while Gradio is imported, saved 0.1 s of a
-    3.4 s start-up at best: both sides hold the GIL most of the time.)
+    (Loading in a thread while the page is built, or while Gradio is imported, saved 0.1 s of what
+    was then a 3.4 s start-up at best: both sides hold the GIL most of the time.)
     """
     try:
         captioner, folder = model_source.load_model(model, revision, encoder, fallback)

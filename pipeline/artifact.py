@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .decoder import DECODERS, ENSEMBLE_MEANS, FORMER_ENSEMBLE_MEAN
+from .decoder import DECODERS, ENSEMBLE_MEANS, ensemble_mean
 from .files import atomic_path, write_text_atomically
 from .vocab import Vocabulary
 
@@ -93,7 +93,7 @@ def read_config(folder: Path) -> dict:
         for i, member in enumerate(members):
             for key, kind in (("units", int), ("embedding_dim", int), ("dropout", float)):
                 _field({"member": member}, path, "member", key, kind=kind)
-        if config["architecture"].get("mean", FORMER_ENSEMBLE_MEAN) not in ENSEMBLE_MEANS:
+        if ensemble_mean(config["architecture"]) not in ENSEMBLE_MEANS:
             raise ArtifactError(f"{path}: architecture.mean {config['architecture']['mean']!r} is not one of "
                                 f"{', '.join(ENSEMBLE_MEANS)}")
     else:

@@ -23,6 +23,11 @@ ENSEMBLE_MEANS = ("geometric", "arithmetic")
 FORMER_ENSEMBLE_MEAN = "arithmetic"  # what an ensemble folder that names no mean was made with
 
 
+def ensemble_mean(architecture: dict) -> str:
+    """The mean an ensemble's config.json architecture names, or the former one where it names none."""
+    return architecture.get("mean", FORMER_ENSEMBLE_MEAN)
+
+
 def build_decoder(vocab_size: int, units: int = 256, embedding_dim: int = 256, dropout: float = 0.5,
                   feature_dim: int = FEATURE_DIM):
     import keras
@@ -177,7 +182,7 @@ def merge_lstm_steps(weights: dict, config: dict) -> DecoderSteps:
 def ensemble_steps(weights: dict, config: dict) -> EnsembleSteps:
     return EnsembleSteps([DecoderSteps(weights, config, member, member_prefix(i))
                           for i, member in enumerate(config["architecture"]["members"])],
-                         config["architecture"].get("mean", FORMER_ENSEMBLE_MEAN))
+                         ensemble_mean(config["architecture"]))
 
 
 def build_merge_lstm(config: dict):
@@ -188,7 +193,7 @@ def build_merge_lstm(config: dict):
 
 def build_ensemble_from(config: dict):
     return build_ensemble(config["vocab_size"], config["architecture"]["members"], config["encoder"]["feature_dim"],
-                          config["architecture"].get("mean", FORMER_ENSEMBLE_MEAN))
+                          ensemble_mean(config["architecture"]))
 
 
 # How a model folder's decoder is built, by config.json's architecture.name: the Keras model (training)

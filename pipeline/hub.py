@@ -18,8 +18,10 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_tok
 
 from .artifact import ARTIFACT_FILES, CONFIG_FILE, ENCODER_PATTERN, SELF_CRITICAL_LOG, TRAINING_LOG, WEIGHTS_FILE
 from .captioner import Captioner
+from .decoder import ensemble_mean
 from .encoder import BACKBONE_WEIGHTS_ENV, PixelEncoder
 from .familiarity import FAMILIARITY_FILE
+from .logs import log_to_stderr
 from .files import sha256_of
 
 log = logging.getLogger(__name__)
@@ -157,7 +159,8 @@ def model_card(repo_id: str, config: dict, metrics: dict | None) -> ModelCard:
              "epochs run": training.get("epochs_run"), "best epoch": training.get("best_epoch"),
              "best dev CIDEr-D (beam 3)": training.get("best_dev_cider"), "dev loss": training.get("dev_loss"),
              "decoders averaged (ensemble)": len(training.get("ensemble_of", [])) or None,
-             "how their next-word distributions are averaged": config["architecture"].get("mean"),
+             "how their next-word distributions are averaged":
+                 ensemble_mean(config["architecture"]) if config["architecture"]["name"] == "ensemble" else None,
              "each decoder's best dev CIDEr-D (beam 3)": ", ".join(
                  str(m.get("self_critical", m).get("best_dev_cider")) for m in training.get("ensemble_of", [])) or None,
              "self-critical stage: epochs run": training.get("self_critical", {}).get("epochs_run"),
@@ -332,8 +335,6 @@ def main(argv=None):
     push.add_argument("--dry-run", action="store_true", help="build and check the upload folder, upload nothing")
     push.add_argument("--out", help="with --dry-run: build the folder here (default: a new temporary folder)")
     args = p.parse_args(argv)
-    from .logs import log_to_stderr
-
     log_to_stderr()
     try:
         print(push_to_hub(args.folder, args.repo_id, args.private, args.commit_message, dry_run=args.dry_run,

@@ -261,3 +261,11 @@ def test_the_model_card_of_an_ensemble_says_what_it_averages_and_how():
     assert "- each decoder's best dev CIDEr-D (beam 3): 0.49, 0.486, 0.43\n" in text
     assert "- how their next-word distributions are averaged: geometric\n" in text
     assert "- decoder weights stored as: float16\n" in text
+
+
+def test_the_model_card_names_the_former_mean_for_an_ensemble_that_names_none_and_no_mean_for_one_decoder():
+    config = {"vocab_size": 2536, "max_length": 31, "encoder": {"weights_fingerprint": "dd8fa9fc31ba1243"},
+              "architecture": {"name": "ensemble", "members": [{"name": "merge-lstm"}] * 2}, "training": {}}
+    assert "- how their next-word distributions are averaged: arithmetic\n" in hub.model_card("a/b", config, None).text
+    config["architecture"] = {"name": "merge-lstm", "units": 256}
+    assert "averaged" not in hub.model_card("a/b", config, None).text
