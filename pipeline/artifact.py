@@ -10,13 +10,16 @@ the decoder was trained on and, when one was exported, the encoder file that ser
   encoder.xml, encoder-*.bin   optional: the backbone exported for serving (OpenVINO IR in parts
                         under 25 MB, see export_encoder.py and pipeline/openvino_encoder.py)
 """
+import fnmatch
 import json
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from .decoder import DECODERS, ENSEMBLE_MEANS, ensemble_mean
+from .familiarity import FAMILIARITY_FILE
 from .files import atomic_path, write_text_atomically
 from .vocab import Vocabulary
 
@@ -32,6 +35,7 @@ TRAINING_LOG, SELF_CRITICAL_LOG = "training_log.csv", "self_critical_log.csv"
 # ensemble of 3 merge decoders takes 14.6 MB, where float32's 29 MB is over the 25 MB a repo file may hold.
 WEIGHTS_DTYPES = ("float32", "float16")
 ENCODER_PATTERN = "encoder*"  # the exported encoder's files (encoder.xml, encoder-*.bin), when there is one
+ENCODER_GRAPH_FILE, ENCODER_WEIGHTS_PATTERN = "encoder.xml", "encoder-*.bin"
 
 # Bounds that keep a corrupt or hostile config.json from asking for absurd allocations; the
 # largest real values are far below (Flickr8k: 2,536 words, 31 tokens, 256 units).
@@ -39,17 +43,63 @@ LIMITS = {"vocab_size": (5, 200_000), "max_length": (2, 200), "units": (1, 4096)
           "feature_dim": (1, 65_536), "image_size": (32, 1024), "float32_blocks": (0, 64)}
 
 
+# What a model folder may ask of memory, checked before a file is read: model folders come from
+# the Hub, and a small file can declare a huge one (a zip bomb of an .npz, an HDF5 dataset declared
+# 60000 x 60000). The decoder's budget counts its arrays and the NumPy steps' per-word gate table
+# (vocabulary x 4 x units): 50 million float32 values are 200 MB, within the app's memory beside the
+# encoder; weights/ (three merge decoders) takes 15 million.
+MAX_DECODER_VALUES = 50_000_000
+MAX_JSON_BYTES, MAX_JSON_DEPTH = 2**20, 32  # config.json and metrics.json hold a few KB, nested 4 deep
+MAX_TOKEN_BYTES = 100  # a vocabulary's longest word, as JSON (Flickr8k's longest is 20)
+MAX_CENTROIDS, MAX_DEV_IMAGES = 4096, 1_000_000  # familiarity.npz: 256 centroids and 1000 dev images today
+
+
 class ArtifactError(Exception):
     """A model folder is missing a file, holds a corrupt one, or its pieces disagree."""
 
 
-def read_json(path: Path) -> dict:
+def folder_file(folder: Path, name: str) -> Path:
+    """folder/name, refused unless `name` is a plain file name whose file (links followed) lies
+    inside `folder` (or, for a Hub snapshot, among its repo's blobs): what a model folder names
+    must never reach another folder."""
+    if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name or "\\" in name:
+        raise ArtifactError(f"{Path(folder) / CONFIG_FILE} names {name!r}: a model folder's files are plain names "
+                            "inside it")
+    folder = Path(folder)
+    path = folder / name
+    # a Hub snapshot's files are links to its repo's blobs (huggingface_hub's cache layout)
+    homes = [folder.resolve(), *([folder.parent.parent.resolve() / "blobs"] if folder.parent.name == "snapshots" else [])]
+    if path.exists() and not any(path.resolve().is_relative_to(home) for home in homes):
+        raise ArtifactError(f"{path} links outside its model folder {folder}")
+    return path
+
+
+def _json_depth(value) -> int:
+    """How deeply `value` nests lists and objects (iteratively: a deep file cannot exhaust the stack)."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        value, depth = todo.pop()
+        if isinstance(value, (dict, list)):
+            deepest = max(deepest, depth)
+            todo.extend((item, depth + 1) for item in (value.values() if isinstance(value, dict) else value))
+    return deepest
+
+
+def read_json(path: Path, max_bytes: int = MAX_JSON_BYTES) -> dict:
+    """A model folder's JSON object, refused before it is read when over `max_bytes`, and when
+    nested over MAX_JSON_DEPTH deep."""
     if not path.is_file():
         raise ArtifactError(f"missing {path.name} in the model folder {path.parent}")
+    if path.stat().st_size > max_bytes:
+        raise ArtifactError(f"{path} is {path.stat().st_size:,} bytes, over the {max_bytes:,} this file may take")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ArtifactError(f"{path} is corrupt: {error}") from None
+    except RecursionError:
+        data = None  # nested too deeply for the parser: refused below as for the depth limit
+    if data is None or _json_depth(data) > MAX_JSON_DEPTH:
+        raise ArtifactError(f"{path} is corrupt: nested more than {MAX_JSON_DEPTH} deep")
     if not isinstance(data, dict):
         raise ArtifactError(f"{path} is corrupt: expected a JSON object, got {type(data).__name__}")
     return data
@@ -107,7 +157,11 @@ def read_config(folder: Path) -> dict:
     if "exported" in config["encoder"]:
         for key in ("runtime", "sha256", "precision"):
             _field(config, path, "encoder", "exported", key, kind=str)
-        _field(config, path, "encoder", "exported", "weight_files", kind=list)
+        for name in _field(config, path, "encoder", "exported", "weight_files", kind=list):
+            folder_file(folder, name)
+            if not fnmatch.fnmatchcase(name, ENCODER_WEIGHTS_PATTERN):
+                raise ArtifactError(f"{path}: encoder.exported.weight_files names {name!r}, not a file "
+                                    f"{ENCODER_WEIGHTS_PATTERN}")
         if "float32_blocks" in config["encoder"]["exported"]:
             _field(config, path, "encoder", "exported", "float32_blocks")
     if config.get("weights_dtype", "float32") not in WEIGHTS_DTYPES:
@@ -116,13 +170,35 @@ def read_config(folder: Path) -> dict:
         threshold = _field(config, path, "familiarity", "unfamiliar_below", kind=float)
         if not 0 <= threshold <= 1:
             raise ArtifactError(f"{path}: familiarity.unfamiliar_below={threshold} is outside 0..1")
+    values = decoder_values(config)
+    if values > MAX_DECODER_VALUES:
+        raise ArtifactError(f"{path}: the decoder it describes takes {values:,} values ({values * 4 / 2**20:,.0f} MB "
+                            f"as float32), over the {MAX_DECODER_VALUES:,} a model may take")
     return config
 
 
+def decoder_values(config: dict) -> int:
+    """How many float32 values config.json's decoder holds in memory while it captions."""
+    return DECODERS[config["architecture"]["name"]].values_in_memory(config)
+
+
+def exported_files(exported: dict) -> list[str]:
+    """The exported encoder's files (config.json's encoder.exported): the graph, then the weights' parts in order."""
+    return [ENCODER_GRAPH_FILE, *exported["weight_files"]]
+
+
+def model_files(folder: Path, config: dict) -> list[Path]:
+    """Every file the model in `folder` is loaded from, as config.json names them, each checked to
+    lie inside `folder`."""
+    names = [*ARTIFACT_FILES, *(exported_files(config["encoder"]["exported"]) if "exported" in config["encoder"] else []),
+             *([FAMILIARITY_FILE] if "familiarity" in config else [])]
+    return [folder_file(folder, name) for name in names]
+
+
 def read_vocab(folder: Path, config: dict) -> Vocabulary:
-    path = folder / VOCAB_FILE
+    path = folder_file(folder, VOCAB_FILE)
     try:
-        vocab = Vocabulary(read_json(path)["tokens"])
+        vocab = Vocabulary(read_json(path, config["vocab_size"] * MAX_TOKEN_BYTES + 1024)["tokens"])
     except (KeyError, TypeError, ValueError) as error:
         raise ArtifactError(f"{path} is not a vocabulary: {error}") from None
     if len(vocab) != config["vocab_size"]:
@@ -131,8 +207,9 @@ def read_vocab(folder: Path, config: dict) -> Vocabulary:
     return vocab
 
 
-def read_keras_weights(path: Path) -> dict[str, list[np.ndarray]]:
-    """Each layer's weights, by layer name, from a Keras 3 `.weights.h5` file.
+def read_keras_weights(path: Path, max_values: int = MAX_DECODER_VALUES) -> dict[str, list[np.ndarray]]:
+    """Each layer's weights, by layer name, from a Keras 3 `.weights.h5` file; refused before any
+    is read when the file declares more than `max_values` values in all.
 
     Keras stores a layer's variables under layers/<path>/vars/<i> with the layer's name in the
     group's attributes, and a recurrent layer's under its cell's vars, in the same order as
@@ -145,12 +222,17 @@ def read_keras_weights(path: Path) -> dict[str, list[np.ndarray]]:
     weights = {}
     try:
         with h5py.File(path, "r") as f:
-            for layer in f["layers"].values():
-                groups = [layer["vars"]] + ([layer["cell"]["vars"]] if "cell" in layer else [])
+            layers = [[layer["vars"]] + ([layer["cell"]["vars"]] if "cell" in layer else [])
+                      for layer in f["layers"].values()]
+            declared = sum(g[str(i)].size for groups in layers for g in groups for i in range(len(g)))
+            if declared > max_values:
+                raise ArtifactError(f"{path} declares {declared:,} values, over the {max_values:,} that config.json's "
+                                    "decoder has")
+            for groups in layers:
                 arrays = [np.asarray(g[str(i)]) for g in groups for i in range(len(g))]
                 arrays = [a.astype(np.float32) if a.dtype.kind == "f" else a for a in arrays]
                 if arrays:
-                    weights[layer["vars"].attrs["name"]] = arrays
+                    weights[groups[0].attrs["name"]] = arrays
     except (OSError, KeyError, ValueError) as error:  # not HDF5, truncated, or not Keras' layout
         raise ArtifactError(f"{path} is not a Keras weights file: {type(error).__name__}: {error}") from None
     return weights
@@ -224,15 +306,27 @@ def _store_as_float16(path: Path) -> None:
 def copy_companion_files(source: Path, folder: Path, config: dict) -> None:
     """Copy what `source` serves with besides the decoder (the exported encoder, the familiarity
     calibration) into `folder`, each file atomically, for a new decoder on the same encoder."""
-    from .familiarity import FAMILIARITY_FILE
-    from .openvino_encoder import exported_files
-
-    names = exported_files(config["encoder"]["exported"]) if "exported" in config["encoder"] else []
-    names += [FAMILIARITY_FILE] if "familiarity" in config else []
     Path(folder).mkdir(parents=True, exist_ok=True)
-    for name in names:
-        with atomic_path(Path(folder) / name) as tmp:
-            shutil.copyfile(Path(source) / name, tmp)
+    for path in model_files(Path(source), config):
+        if path.name not in ARTIFACT_FILES:
+            with atomic_path(folder_file(folder, path.name)) as tmp:
+                shutil.copyfile(path, tmp)
+
+
+def check_npz(path: Path, max_bytes: dict[str, int]) -> None:
+    """Refuse an .npz before NumPy inflates it: arrays other than `max_bytes` names, or larger
+    than it allows (an .npz is a zip file, and a few MB of it can inflate to gigabytes)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                name = info.filename.removesuffix(".npy")
+                if name not in max_bytes:
+                    raise ArtifactError(f"{path} holds {info.filename!r}, not one of {', '.join(max_bytes)}")
+                if info.file_size > max_bytes[name]:
+                    raise ArtifactError(f"{path}: {name} inflates to {info.file_size:,} bytes, over the "
+                                        f"{max_bytes[name]:,} it may take")
+    except (OSError, zipfile.BadZipFile) as error:
+        raise ArtifactError(f"{path} is not an .npz file: {error}") from None
 
 
 def load_keras_decoder(folder: str | Path):

@@ -31,9 +31,19 @@ class PhotoListError(ValueError):
 
 
 def _photos_in_folder(folder: Path) -> list[Path]:
-    """Image files under `folder`, recursively, in name order; hidden files and folders are skipped."""
-    found = []
+    """Image files under `folder`, recursively, in name order; hidden files and folders are skipped.
+
+    Links to folders are followed, but each folder is entered once, by the first way found to it
+    (identified by device and inode): a link to a folder above, or to itself, would otherwise be
+    walked forever.
+    """
+    found, entered = [], set()
     for parent, folders, files in os.walk(folder, followlinks=True):
+        here = os.stat(parent)
+        if (here.st_dev, here.st_ino) in entered:  # reached again by another link: walked already
+            folders[:] = []
+            continue
+        entered.add((here.st_dev, here.st_ino))
         folders[:] = sorted(name for name in folders if not name.startswith("."))
         found += [Path(parent, name) for name in sorted(files)
                   if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES]

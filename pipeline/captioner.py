@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import threadpoolctl
 
-from .artifact import WEIGHTS_FILE, ArtifactError, read_config, read_keras_weights, read_vocab
+from .artifact import (MAX_CENTROIDS, MAX_DEV_IMAGES, WEIGHTS_FILE, ArtifactError, check_npz, decoder_values,
+                       folder_file, read_config, read_keras_weights, read_vocab)
 from .beam_search import FluencyRules, beam_search
 from .decoder import Steps, decoder_steps
 from .encoder import BACKBONE, PixelEncoder
@@ -21,10 +22,19 @@ from .vocab import FUNCTION_WORDS, Vocabulary
 log = logging.getLogger(__name__)
 
 
+class BackboneError(RuntimeError):
+    """The Keras backbone could not be built (its weights file is missing, or Keras' download failed)."""
+
+
 def keras_encoder(folder: Path, config: dict, backbone_weights: str | None) -> PixelEncoder:
     """The Keras backbone (TensorFlow): what the decoder was trained on."""
     from .encoder import ImageEncoder
-    return ImageEncoder(backbone_weights)
+    try:
+        return ImageEncoder(backbone_weights)
+    except ImportError:
+        raise
+    except Exception as error:  # Keras raises a bare Exception when its download fails
+        raise BackboneError(str(error)) from error
 
 
 def exported_encoder(folder: Path, config: dict, backbone_weights: str | None) -> PixelEncoder:
@@ -61,7 +71,7 @@ def load_artifact(folder: str | Path) -> tuple[Steps, Vocabulary, dict]:
     config = read_config(folder)
     vocab = read_vocab(folder, config)
     try:
-        steps = decoder_steps(read_keras_weights(folder / WEIGHTS_FILE), config)
+        steps = decoder_steps(read_keras_weights(folder_file(folder, WEIGHTS_FILE), decoder_values(config)), config)
     except ValueError as error:
         raise ArtifactError(f"{folder / WEIGHTS_FILE} does not fit the decoder that config.json describes: "
                             f"{error}") from None
@@ -72,6 +82,10 @@ def load_familiarity(folder: Path, config: dict) -> Familiarity | None:
     """The folder's familiarity calibration, if its config names one (folders from before have none)."""
     if "familiarity" not in config:
         return None
+    feature_dim = config["encoder"]["feature_dim"]
+    # each array's .npy: its values (float16 centroids are written; float32 would do) and a header
+    check_npz(folder_file(folder, FAMILIARITY_FILE), {"centroids": MAX_CENTROIDS * feature_dim * 4 + 512,
+                                                      "dev_distances": MAX_DEV_IMAGES * 8 + 512})
     try:
         familiarity = Familiarity.load(folder)
     except (OSError, KeyError, ValueError) as error:

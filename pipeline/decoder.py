@@ -9,6 +9,9 @@ state, so each new word costs one LSTM cell and one output layer, not a pass ove
 Both run in NumPy on the trained weights: at this size TensorFlow's per-call overhead dominates,
 and serving needs no TensorFlow at all (Keras is imported only to build the model for training).
 """
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 
 from .encoder import FEATURE_DIM
@@ -196,16 +199,40 @@ def build_ensemble_from(config: dict):
                           ensemble_mean(config["architecture"]))
 
 
-# How a model folder's decoder is built, by config.json's architecture.name: the Keras model (training)
-# and the NumPy steps (captioning) from the same weights.
-DECODERS = {"merge-lstm": (build_merge_lstm, merge_lstm_steps), "ensemble": (build_ensemble_from, ensemble_steps)}
+def merge_lstm_values(architecture: dict, config: dict) -> int:
+    """The float32 values a merge decoder holds while it captions: its weights, and the word
+    step's gate table (decoder.DecoderSteps: vocabulary x 4 x units)."""
+    vocab_size, feature_dim = config["vocab_size"], config["encoder"]["feature_dim"]
+    units, embedding_dim = architecture["units"], architecture["embedding_dim"]
+    weights = ((feature_dim + 1) * units + vocab_size * embedding_dim + (embedding_dim + units + 1) * 4 * units
+               + (units + 1) * units + (units + 1) * vocab_size)
+    return weights + vocab_size * 4 * units
+
+
+@dataclass(frozen=True)
+class Decoder:
+    """What the code knows of one architecture: its Keras model (training), its NumPy steps
+    (captioning) on the same weights, and how many float32 values it holds in memory (the
+    model folder's budget, checked before its files are read)."""
+    build: Callable[[dict], object]
+    steps: Callable[[dict, dict], object]
+    values_in_memory: Callable[[dict], int]
+
+
+# The decoders a model folder may hold, by config.json's architecture.name.
+DECODERS = {
+    "merge-lstm": Decoder(build_merge_lstm, merge_lstm_steps,
+                          lambda config: merge_lstm_values(config["architecture"], config)),
+    "ensemble": Decoder(build_ensemble_from, ensemble_steps,
+                        lambda config: sum(merge_lstm_values(m, config) for m in config["architecture"]["members"])),
+}
 
 
 def decoder_steps(weights: dict, config: dict):
     """The NumPy steps of the decoder that config.json names, on its weights (layer_weights or the file's)."""
-    return DECODERS[config["architecture"]["name"]][1](weights, config)
+    return DECODERS[config["architecture"]["name"]].steps(weights, config)
 
 
 def build_keras(config: dict):
     """The Keras model of the decoder that config.json names."""
-    return DECODERS[config["architecture"]["name"]][0](config)
+    return DECODERS[config["architecture"]["name"]].build(config)

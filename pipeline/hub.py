@@ -6,7 +6,6 @@ The token comes from $HF_TOKEN or the login cached by `hf auth login`; huggingfa
 itself, so this module never holds it.
 """
 import argparse
-import json
 import logging
 import os
 import shutil
@@ -15,9 +14,11 @@ from pathlib import Path
 
 import numpy as np
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_token, snapshot_download
+from huggingface_hub.constants import is_offline_mode
 
-from .artifact import ARTIFACT_FILES, CONFIG_FILE, ENCODER_PATTERN, SELF_CRITICAL_LOG, TRAINING_LOG, WEIGHTS_FILE
-from .captioner import Captioner
+from .artifact import (ARTIFACT_FILES, CONFIG_FILE, ENCODER_PATTERN, SELF_CRITICAL_LOG, TRAINING_LOG, WEIGHTS_FILE,
+                       ArtifactError, folder_file, model_files, read_config, read_json)
+from .captioner import BackboneError, Captioner
 from .decoder import ensemble_mean
 from .encoder import BACKBONE_WEIGHTS_ENV, PixelEncoder
 from .familiarity import FAMILIARITY_FILE
@@ -116,7 +117,8 @@ def describe_weights(folder: Path) -> str:
 
 
 def _read_json(path: Path) -> dict | None:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    """A JSON object of the folder (ArtifactError when it is not one), None when there is no such file."""
+    return read_json(path) if path.is_file() else None
 
 
 def _metric_rows(metrics: dict) -> list[tuple[str, str, float, str]]:
@@ -257,16 +259,16 @@ def build_upload_folder(folder: str | Path, dest: str | Path, repo_id: str) -> P
     folder, dest = Path(folder), Path(dest)
     if not has_artifact(folder):
         raise HubError(f"{folder} is not a model folder: it needs {', '.join(ARTIFACT_FILES)}")
+    config = read_config(folder)
     check_publishable(folder)
     if dest.exists() and any(dest.iterdir()):  # stray files would be uploaded too
         raise HubError(f"{dest} is not empty; the upload folder must hold only what is published")
     dest.mkdir(parents=True, exist_ok=True)
-    for path in [*(folder / name for name in (*ARTIFACT_FILES, FAMILIARITY_FILE, METRICS_FILE, TRAINING_LOG,
-                                                    SELF_CRITICAL_LOG)),
-                 *folder.glob(ENCODER_PATTERN)]:
-        if path.is_file():
-            shutil.copy2(path, dest / path.name)
-    model_card(repo_id, _read_json(dest / CONFIG_FILE), _read_json(dest / METRICS_FILE)).save(dest / CARD_FILE)
+    # what config.json names, each inside the folder, and the reports of its making when present
+    reports = [folder_file(folder, name) for name in (METRICS_FILE, TRAINING_LOG, SELF_CRITICAL_LOG)]
+    for path in [*model_files(folder, config), *(path for path in reports if path.is_file())]:
+        shutil.copy2(path, dest / path.name)
+    model_card(repo_id, config, _read_json(dest / METRICS_FILE)).save(dest / CARD_FILE)
     return dest
 
 
@@ -299,12 +301,26 @@ def push_to_hub(folder: str | Path, repo_id: str, private: bool = False, commit_
     """Publish a model folder with its model card; returns the commit URL.
 
     With `dry_run` nothing leaves the machine: the exact upload folder is built and checked in
-    `dest` (else a new temporary folder), and its path is returned.
+    `dest` (else a new temporary folder), and its path is returned. A dry run that fails leaves
+    nothing staged behind.
     """
     if dry_run:
-        staging = stage(folder, Path(dest or tempfile.mkdtemp(prefix="hub-upload-")), repo_id, image_encoder)
+        staging = Path(dest or tempfile.mkdtemp(prefix="hub-upload-"))
+        existed = dest is not None and staging.exists()
+        try:
+            stage(folder, staging, repo_id, image_encoder)
+        except BaseException:
+            if existed:  # stage() refuses a folder that is not empty: what is in it now was staged
+                for path in staging.iterdir():
+                    path.unlink()
+            else:
+                shutil.rmtree(staging, ignore_errors=True)
+            raise
         log.info("dry run: %s is what would be uploaded to %s", staging, repo_id)
         return str(staging)
+    if is_offline_mode():
+        raise HubError("huggingface_hub is in offline mode (HF_HUB_OFFLINE is set), so nothing can be published; "
+                       "unset it, or use --dry-run")
     if get_token() is None:
         raise HubError("no Hugging Face token: set HF_TOKEN or log in with `hf auth login`")
     with tempfile.TemporaryDirectory(prefix="hub-upload-") as tmp:
@@ -339,7 +355,7 @@ def main(argv=None):
     try:
         print(push_to_hub(args.folder, args.repo_id, args.private, args.commit_message, dry_run=args.dry_run,
                           dest=args.out))
-    except HubError as error:
+    except (HubError, ArtifactError, BackboneError) as error:
         raise SystemExit(f"error: {error}") from None
 
 

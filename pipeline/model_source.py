@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from .artifact import ARTIFACT_FILES, ArtifactError
-from .captioner import ENCODER_CHOICES, Captioner
+from .captioner import ENCODER_CHOICES, BackboneError, Captioner
 from .encoder import BACKBONE_WEIGHTS_ENV
 from .hub import (HOW_TO_GET_WEIGHTS, LOCAL_WEIGHTS, REPO_ENV, REVISION_ENV, NoWeightsError, fetch_from_hub,
                   has_artifact, resolve_weights)
@@ -68,7 +68,7 @@ def load_captioner(folder: Path, encoder: str = "auto") -> Captioner:
     except ImportError as error:  # the Keras encoder, where only requirements.txt is installed
         raise ModelError(f"the Keras encoder needs TensorFlow ({error}): install requirements-train.txt, "
                          f"or export the encoder with `python export_encoder.py --weights {folder}`") from None
-    except Exception as error:  # Keras: a missing backbone file, or its bare Exception when its download fails
+    except BackboneError as error:
         raise ModelError(f"could not build the Xception backbone: {error}\nOffline, point "
                          f"{BACKBONE_WEIGHTS_ENV} at a local weights file (README.md, 'Offline backbone "
                          "weights').") from None

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifact import ArtifactError
+from .artifact import ENCODER_GRAPH_FILE, ENCODER_WEIGHTS_PATTERN, ArtifactError, exported_files, folder_file
 from .encoder import PixelEncoder, cache_key
 from .files import sha256_of
 
@@ -35,7 +35,6 @@ WEIGHT_FORMATS = ("float16", "float32", "int8")
 DEFAULT_WEIGHTS, DEFAULT_PRECISION = "float16", "f32"
 ENTRY_FLOW_BLOCKS = 3  # Xception's first residual blocks, kept in float32 by the bfloat16 option
 SHARD_BYTES = 20 * 2**20  # encoder.bin is stored in parts below the Hub's and git hosts' large-file limits
-GRAPH_FILE = "encoder.xml"
 
 
 def add_export_arguments(parser) -> None:
@@ -67,7 +66,7 @@ class OpenVINOEncoder(PixelEncoder):
         import openvino as ov
 
         folder = Path(folder)
-        paths = [folder / name for name in exported_files(exported)]
+        paths = [folder_file(folder, name) for name in exported_files(exported)]
         missing = [p.name for p in paths if not p.is_file()]
         if missing:
             raise ArtifactError(f"{folder}: config.json names an exported encoder but {', '.join(missing)} "
@@ -136,11 +135,6 @@ def split_after_block(head, tail, blocks: int):
     return head, ov.Model(tail.get_results(), [boundary], "encoder_tail")
 
 
-def exported_files(exported: dict) -> list[str]:
-    """The exported encoder's files: the graph, then the weights' parts in order."""
-    return [GRAPH_FILE, *exported["weight_files"]]
-
-
 def export(keras_encoder, folder: str | Path, weights: str = DEFAULT_WEIGHTS, precision: str = DEFAULT_PRECISION,
            float32_blocks: int = ENTRY_FLOW_BLOCKS) -> dict:
     """Write `keras_encoder` (an encoder.ImageEncoder) to folder/encoder.xml and encoder-*.bin.
@@ -164,17 +158,17 @@ def export(keras_encoder, folder: str | Path, weights: str = DEFAULT_WEIGHTS, pr
         converted.set_rt_info("saved_model", ["conversion_parameters", "input_model"])
         if weights == "int8":
             converted = nncf.compress_weights(converted, mode=nncf.CompressWeightsMode.INT8_ASYM)
-        ov.save_model(converted, f"{tmp}/{GRAPH_FILE}", compress_to_fp16=weights == "float16")
-        blob = Path(tmp, GRAPH_FILE).with_suffix(".bin").read_bytes()
+        ov.save_model(converted, f"{tmp}/{ENCODER_GRAPH_FILE}", compress_to_fp16=weights == "float16")
+        blob = Path(tmp, ENCODER_GRAPH_FILE).with_suffix(".bin").read_bytes()
         parts = [blob[i:i + SHARD_BYTES] for i in range(0, len(blob), SHARD_BYTES)]
         weight_files = [f"encoder-{i:05d}-of-{len(parts):05d}.bin" for i in range(1, len(parts) + 1)]
         for name, part in zip(weight_files, parts):
             Path(tmp, name).write_bytes(part)
-        for old in folder.glob("encoder*.bin"):  # parts of an earlier export
+        for old in folder.glob(ENCODER_WEIGHTS_PATTERN):  # parts of an earlier export
             old.unlink()
-        for name in (GRAPH_FILE, *weight_files):
+        for name in (ENCODER_GRAPH_FILE, *weight_files):
             shutil.move(f"{tmp}/{name}", folder / name)
     return {"runtime": RUNTIME, "weights": weights, "precision": precision,
             "float32_blocks": float32_blocks if precision == "bf16" else 0, "weight_files": weight_files,
-            "sha256": sha256_of(*(folder / name for name in (GRAPH_FILE, *weight_files))),
+            "sha256": sha256_of(*(folder / name for name in (ENCODER_GRAPH_FILE, *weight_files))),
             "openvino": ov.get_version().split("-")[0], "nncf": nncf.__version__}

@@ -9,12 +9,31 @@ import csv
 import io
 import json
 import os
+import re
 from pathlib import Path
 
 from .files import atomic_path
 
-# Paths are whatever bytes the file system holds; those that are not UTF-8 survive the round trip.
+# Files are UTF-8. Paths are whatever bytes the file system holds: Python reads a byte that is not
+# UTF-8 as a lone surrogate U+DC80..U+DCFF (surrogateescape), and the records write it as that
+# escape, \udcXX, which os.fsencode turns back into the byte. Files written before that held the
+# raw byte, and still read.
 ENCODING = {"encoding": "utf-8", "errors": "surrogateescape"}
+# Characters a JSON string may hold raw but that are written escaped: lone surrogates (above), and
+# the line separators U+0085, U+2028 and U+2029 that some JSON Lines readers split lines at.
+_ESCAPED_IN_JSON = re.compile("[\u0085\u2028\u2029\ud800-\udfff]")
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP, "CSV Injection"):
+# such a cell is written behind a "'", and so is one that starts with "'", so that reading drops it.
+_FORMULA_STARTS = tuple("=+-@\t\r'")
+
+
+def to_json(value) -> str:
+    """`value` as one line of JSON, in UTF-8 wherever it can be (see _ESCAPED_IN_JSON)."""
+    return _ESCAPED_IN_JSON.sub(lambda match: f"\\u{ord(match.group()):04x}", json.dumps(value, ensure_ascii=False))
+
+
+def _has_undecodable_bytes(text: str) -> bool:
+    return any("\udc80" <= ch <= "\udcff" for ch in text)
 
 
 class RecordFileError(ValueError):
@@ -27,7 +46,8 @@ class JsonLines:
     @staticmethod
     def parse(text: str, fields: list[str], path: Path) -> list[dict]:
         records = []
-        for number, line in enumerate(text.splitlines(), 1):
+        # lines end at "\n" only: str.splitlines would also split at U+2028 and others inside a name
+        for number, line in enumerate(text.split("\n")[:-1], 1):
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as error:
@@ -44,12 +64,34 @@ class JsonLines:
 
     @staticmethod
     def format(records: list[dict], fields: list[str]) -> str:
-        return "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+        return "".join(to_json(record) + "\n" for record in records)
 
 
 class Csv:
-    """One column per field; a list (the n-best captions) is a JSON array in its cell, None is empty."""
+    """One column per field; a list (the n-best captions) is a JSON array in its cell, None is empty.
+
+    A text that a spreadsheet would run as a formula is written behind a "'" (_FORMULA_STARTS). A
+    text holding bytes that are not UTF-8, or starting with a double quote, is written as a JSON
+    string (in quotes, the bytes as \\udcXX escapes). Reading undoes both.
+    """
     suffix = ".csv"
+
+    @staticmethod
+    def cell(value) -> str:
+        if value is None:
+            return ""
+        if isinstance(value, (list, dict)):
+            return to_json(value)
+        text = str(value)
+        if _has_undecodable_bytes(text) or text.startswith('"'):
+            text = to_json(text)
+        return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+    @staticmethod
+    def read_cell(text: str) -> str:
+        """What Csv.cell wrote `text` from (lists stay as their JSON text)."""
+        text = text.removeprefix("'")
+        return json.loads(text) if text.startswith('"') else text
 
     @staticmethod
     def parse(text: str, fields: list[str], path: Path) -> list[dict]:
@@ -59,7 +101,11 @@ class Csv:
         if rows[0] != fields:
             raise RecordFileError(f"{path}: its columns are {', '.join(rows[0])}, not {', '.join(fields)}: it was "
                                   "written with other options (or is another file); use another --out")
-        return [dict(zip(fields, row)) for row in rows[1:]]
+        try:
+            return [dict(zip(fields, map(Csv.read_cell, row))) for row in rows[1:]]
+        except json.JSONDecodeError as error:
+            raise RecordFileError(f"{path}: a quoted cell is not a JSON string ({error.msg}); is it another "
+                                  "file?") from None
 
     @staticmethod
     def header(fields: list[str]) -> str:
@@ -70,8 +116,7 @@ class Csv:
         out = io.StringIO(newline="")
         writer = csv.writer(out)
         for record in records:
-            writer.writerow("" if record[f] is None else json.dumps(record[f], ensure_ascii=False)
-                            if isinstance(record[f], (list, dict)) else record[f] for f in fields)
+            writer.writerow(Csv.cell(record[f]) for f in fields)
         return out.getvalue()
 
 
@@ -79,6 +124,9 @@ FORMATS = {f.suffix: f for f in (JsonLines, Csv)}
 
 
 def format_of(path: Path):
+    """The format an output file's name asks for; refused for a name of no format, or a folder."""
+    if Path(path).is_dir():
+        raise RecordFileError(f"{path} is a folder: name the output file, e.g. {Path(path) / 'captions.jsonl'}")
     try:
         return FORMATS[Path(path).suffix.lower()]
     except KeyError:

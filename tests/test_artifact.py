@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import keras
 import numpy as np
@@ -236,3 +237,95 @@ def test_members_that_do_not_fit_together_are_refused(artifact, random_encoder, 
                           make_config(len(vocab), 12, random_encoder.fingerprint))
     with pytest.raises(SystemExit, match="vocab_size"):
         ensemble.main([str(artifact), str(other), "--out", str(tmp_path / "pair")])
+
+
+EXPORTED = {"runtime": "openvino", "sha256": "0" * 64, "precision": "f32"}
+
+
+@pytest.mark.parametrize("weight_files", [["/etc/passwd"], ["../../../../etc/hostname"], ["sub/encoder-1.bin"],
+                                          ["notes.txt"], [".."]])
+def test_a_config_cannot_name_a_file_outside_its_folder(artifact, weight_files):
+    edit_config(artifact, lambda c: c["encoder"].update(exported={**EXPORTED, "weight_files": weight_files}))
+    with pytest.raises(ArtifactError, match="config.json"):
+        load_artifact(artifact)
+
+
+def test_a_file_that_links_outside_its_folder_is_refused(artifact, tmp_path):
+    outside = tmp_path / "elsewhere.json"
+    (artifact / "vocab.json").rename(outside)
+    (artifact / "vocab.json").symlink_to(outside)
+    with pytest.raises(ArtifactError, match="vocab.json links outside its model folder"):
+        load_artifact(artifact)
+
+
+def test_ensemble_never_copies_a_file_from_outside_its_members(artifact, tmp_path):
+    import ensemble
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("not for copying")
+    members = [shutil.copytree(artifact, tmp_path / name) for name in ("m1", "m2")]
+    edit_config(members[0], lambda c: c["encoder"].update(exported={**EXPORTED, "weight_files": ["../victim.txt"]}))
+    out = tmp_path / "a" / "b" / "out"
+    with pytest.raises(SystemExit, match="plain names inside it"):
+        ensemble.main([*map(str, members), "--out", str(out)])
+    assert not (tmp_path / "a").exists()
+
+
+def declared_but_unwritten_weights(path, shape):
+    """A Keras-layout weights file whose one dataset declares `shape`: HDF5 stores no values for
+    it until written, so the file is small whatever the shape says."""
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        layer = f.create_group("layers/word_logits/vars")
+        layer.attrs["name"] = "word_logits"
+        layer.create_dataset("0", shape=shape, dtype="float32")
+
+
+def test_a_weights_file_declaring_huge_arrays_is_refused_before_it_is_read(artifact):
+    declared_but_unwritten_weights(artifact / "decoder.weights.h5", (60000, 60000))
+    assert (artifact / "decoder.weights.h5").stat().st_size < 100_000
+    with pytest.raises(ArtifactError, match="decoder.weights.h5 declares 3,600,000,000 values, over the"):
+        load_artifact(artifact)
+
+
+def test_a_familiarity_file_that_inflates_past_its_limit_is_refused(artifact, random_encoder):
+    from pipeline.artifact import MAX_CENTROIDS
+
+    rows = MAX_CENTROIDS + 1  # zeros: a few KB in the file, over the limit once inflated
+    np.savez_compressed(artifact / "familiarity.npz", centroids=np.zeros((rows, 2048), np.float32),
+                        dev_distances=np.zeros(10))
+    assert (artifact / "familiarity.npz").stat().st_size < 1_000_000
+    edit_config(artifact, lambda c: c.update(familiarity={"unfamiliar_below": 0.03}))
+    with pytest.raises(ArtifactError, match="familiarity.npz: centroids inflates to"):
+        Captioner.from_pretrained(artifact, image_encoder=random_encoder)
+
+
+def test_a_decoder_too_large_for_memory_is_refused_within_the_per_field_limits(artifact):
+    edit_config(artifact, lambda c: (c.update(vocab_size=200_000), c["architecture"].update(units=4096)))
+    with pytest.raises(ArtifactError, match=r"config.json: the decoder it describes takes [\d,]+ values \([\d,]+ MB"):
+        load_artifact(artifact)
+
+
+def test_a_vocabulary_file_far_larger_than_its_vocab_size_is_refused_unread(artifact):
+    (artifact / "vocab.json").write_text(json.dumps({"tokens": [f"w{i}" for i in range(100_000)]}))
+    with pytest.raises(ArtifactError, match=r"vocab.json is [\d,]+ bytes, over the [\d,]+ this file may take"):
+        load_artifact(artifact)
+
+
+@pytest.mark.parametrize("depth", [40, 100_000])
+def test_a_deeply_nested_config_is_refused(artifact, depth):
+    config = json.loads((artifact / "config.json").read_text())
+    (artifact / "config.json").write_text(json.dumps(config)[:-1] + ', "extra": ' + "[" * depth + "]" * depth + "}")
+    with pytest.raises(ArtifactError, match="config.json is corrupt: nested more than 32 deep"):
+        load_artifact(artifact)
+
+
+def test_a_broken_model_file_is_named_as_the_cause_not_the_backbone(artifact, monkeypatch):
+    from pipeline.model_source import ModelError, load_captioner
+
+    monkeypatch.setenv("CAPTION_BACKBONE_WEIGHTS", "none")
+    declared_but_unwritten_weights(artifact / "decoder.weights.h5", (60000, 60000))
+    with pytest.raises(ModelError) as error:
+        load_captioner(artifact, encoder="keras")
+    assert "decoder.weights.h5 declares" in str(error.value) and "backbone" not in str(error.value)

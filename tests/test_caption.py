@@ -1,8 +1,10 @@
 """caption.py: batch captioning into JSON Lines or CSV, resumable, with the local and the Ray engine."""
 import csv
+import io
 import json
 import os
 import shutil
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 import caption
 from conftest import ROOT
 from pipeline import Captioner
-from pipeline.records import RecordFile
+from pipeline.records import Csv, RecordFile
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.jpg"))
 BROKEN = {"notes.jpg": "not an image format", "truncated.jpg": "truncated"}
@@ -135,6 +137,63 @@ def test_an_argument_that_names_nothing_stops_the_run_before_it_starts(exported_
     assert not out.exists()
     with pytest.raises(SystemExit, match=r"must end in \.jsonl or \.csv"):
         run(exported_model, EXAMPLES[0], "--out", tmp_path / "captions.txt")
+
+
+def test_a_folder_as_out_is_refused_clearly(exported_model, tmp_path):
+    with pytest.raises(SystemExit, match=r"captions.jsonl is a folder: name the output file"):
+        run(exported_model, EXAMPLES[0], "--out", (tmp_path / "captions.jsonl").mkdir() or tmp_path / "captions.jsonl")
+
+
+def test_a_folder_linked_to_itself_or_above_is_walked_once(tmp_path):
+    from pipeline.batch import find_photos
+
+    root = tmp_path / "L"
+    (root / "sub").mkdir(parents=True)
+    shutil.copy(EXAMPLES[0], root / "sub" / "x.jpg")
+    (root / "self").symlink_to(".")
+    (root / "sub" / "up").symlink_to("..")
+    (tmp_path / "elsewhere").symlink_to(root / "sub")  # the same folder by a second way: its photo once
+    found = []
+    walk = threading.Thread(target=lambda: found.append(find_photos([str(root), str(tmp_path / "elsewhere")])),
+                            daemon=True)
+    walk.start()
+    walk.join(timeout=30)
+    assert not walk.is_alive(), "the walk of a folder that links to itself never ended"
+    assert found == [[str(root / "sub" / "x.jpg")]]
+
+
+# names that break a reader splitting lines at every Unicode line break, or refusing what is not UTF-8,
+# and names a spreadsheet would run as formulas
+AWKWARD_NAMES = [b"line\xe2\x80\xa8sep.jpg", b"para\xe2\x80\xa9sep.jpg", b"next\xc2\x85line.jpg", b"latin1-\xe9t\xe9.jpg",
+                 b"@SUM(A1).jpg", b"-2+3.jpg", b"+cmd.jpg", b"=1+1.jpg", b"'quoted.jpg", b'"double.jpg']
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_any_file_name_survives_the_round_trip_and_the_resume(exported_model, tmp_path, suffix):
+    folder = tmp_path / "awkward"
+    folder.mkdir()
+    paths = [os.fsdecode(os.path.join(os.fsencode(folder), name)) for name in AWKWARD_NAMES]
+    for path in paths:
+        shutil.copy(EXAMPLES[0], path)
+    out = tmp_path / f"captions{suffix}"
+    run(exported_model, paths[0], "--out", out)
+    run(exported_model, folder, "--out", out)  # resumes after the first photo
+    raw = out.read_bytes()
+    text = raw.decode("utf-8")  # strict: every byte of the file is UTF-8
+    if suffix == ".jsonl":  # Unicode line breaks as JSON escapes (a CSV reader splits at \r and \n alone)
+        assert not any(ch in text for ch in "\u2028\u2029\x85")
+    records = RecordFile(out, list(caption.caption_record("", None, 0))).done
+    assert records == {os.path.realpath(p) for p in paths}  # each photo once, its name as it was
+    if suffix == ".csv":
+        cells = [row[0] for row in csv.reader(io.StringIO(text, newline=""))][1:]
+        for cell in cells:  # no cell a spreadsheet would take for a formula
+            assert not cell.startswith(("=", "+", "-", "@", "\t", "\r"))
+        assert {os.fsencode(Csv.read_cell(cell)) for cell in cells} == {os.fsencode(p) for p in paths}
+    else:
+        assert {os.fsencode(json.loads(line)["path"]) for line in text.split("\n")[:-1]} == {
+            os.fsencode(p) for p in paths}
+    run(exported_model, folder, "--out", out)  # nothing left to do: the file is read back and kept as it was
+    assert out.read_bytes() == raw
 
 
 def test_the_ray_engine_writes_the_same_records(exported_model, photos, tmp_path):

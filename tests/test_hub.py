@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import huggingface_hub
@@ -269,3 +270,49 @@ def test_the_model_card_names_the_former_mean_for_an_ensemble_that_names_none_an
     assert "- how their next-word distributions are averaged: arithmetic\n" in hub.model_card("a/b", config, None).text
     config["architecture"] = {"name": "merge-lstm", "units": 256}
     assert "averaged" not in hub.model_card("a/b", config, None).text
+
+
+def staged_leftovers() -> set[str]:
+    import tempfile
+    return {p.name for p in Path(tempfile.gettempdir()).glob("hub-upload-*")}
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda f: (f / "config.json").write_text('{"format_version": 2}'), "missing the key 'vocab_size'"),
+    (lambda f: (f / "metrics.json").write_text("{not json"), "metrics.json is corrupt"),
+    (lambda f: (f / "metrics.json").write_text("[1, 2]"), "metrics.json is corrupt: expected a JSON object"),
+    (lambda f: (f / "vocab.json").write_text('{"tokens": ["a"]}'), "vocab.json is not a vocabulary"),
+])
+@pytest.mark.parametrize("out", [None, "upload"])
+def test_a_refused_push_is_one_line_and_leaves_nothing_staged(model_folder, tmp_path, monkeypatch, capsys, damage,
+                                                              message, out):
+    monkeypatch.setenv("CAPTION_BACKBONE_WEIGHTS", "none")
+    damage(model_folder)
+    before = staged_leftovers()
+    args = ["push", str(model_folder), REPO_ID, "--dry-run"] + (["--out", str(tmp_path / out)] if out else [])
+    with pytest.raises(SystemExit) as exit:
+        hub.main(args)
+    assert str(exit.value).startswith("error: ") and message in str(exit.value) and "\n" not in str(exit.value)
+    assert staged_leftovers() == before
+    if out:
+        assert not (tmp_path / out).exists()
+
+
+def test_a_dry_run_into_the_same_out_after_a_failure_is_not_refused_as_not_empty(model_folder, tmp_path, monkeypatch,
+                                                                                random_encoder):
+    upload = tmp_path / "upload"
+    monkeypatch.setattr(hub, "check_upload_folder", lambda *args: (_ for _ in ()).throw(
+        hub.ArtifactError("does not load")))
+    with pytest.raises(hub.ArtifactError):
+        hub.push_to_hub(model_folder, REPO_ID, dry_run=True, dest=upload, image_encoder=random_encoder)
+    assert not upload.exists()  # made by the run, removed with what it staged
+    monkeypatch.undo()
+    assert hub.push_to_hub(model_folder, REPO_ID, dry_run=True, dest=upload, image_encoder=random_encoder) == str(upload)
+
+
+def test_offline_with_a_token_is_refused_before_anything_is_staged(model_folder, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub, "stage", None)  # would fail loudly if reached
+    with pytest.raises(hub.HubError, match="offline mode .*HF_HUB_OFFLINE"):
+        hub.push_to_hub(model_folder, REPO_ID)
