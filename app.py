@@ -10,12 +10,9 @@ $CAPTION_BACKBONE_WEIGHTS or Keras' ImageNet download (requirements-train.txt). 
 variables (GRADIO_SERVER_NAME, GRADIO_SERVER_PORT, ...) work as usual.
 """
 import argparse
-import filecmp
 import logging
 import os
 import tempfile
-import threading
-from collections import Counter
 from pathlib import Path
 
 from pipeline.gradio_stubs import skip_stub_generation
@@ -25,37 +22,38 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 skip_stub_generation()  # a third of the start-up, for editors' type stubs (pipeline/gradio_stubs.py)
 import gradio as gr  # noqa: E402
 from gradio.utils import get_upload_folder  # noqa: E402
-from gradio_client.utils import is_http_url_like  # noqa: E402
+from starlette.middleware import Middleware  # noqa: E402
 
 from pipeline import Captioner, model_source  # noqa: E402
-from pipeline.batch import caption_pixels, load_pixels  # noqa: E402
+from pipeline.batch import caption_in_slices, load_pixels  # noqa: E402
 from pipeline.files import atomic_path  # noqa: E402
 from pipeline.hub import LOCAL_WEIGHTS, describe_weights  # noqa: E402
 from pipeline.images import ImageError  # noqa: E402
 from pipeline.model_source import ModelError, add_model_arguments  # noqa: E402
 from pipeline.records import Csv  # noqa: E402
 from pipeline.logs import log_to_stderr  # noqa: E402
+from serving.inputs import LINK_STAND_IN, NO_LINKS, beam_slider, photo_files_input, photo_input  # noqa: E402
+from serving.memory import give_back_freed_memory  # noqa: E402
+from serving.request_limits import RequestLimits  # noqa: E402
+from serving.uploads import DELETE_UPLOADS, MAX_UPLOAD_BYTES, CountedUploads, read_upload  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
-MAX_BEAM = 10  # beam_search's limit
-# One request at a time, whichever tab it comes from (they share MODEL_QUEUE): the encoder already
-# spreads one image over both cores, so a second request would only make both slower. The queue
-# holds the rest.
-CONCURRENCY_LIMIT, QUEUE_SIZE, MODEL_QUEUE = 1, 32, "model"
-# A batch request holds the model for all its photos while the queue waits: a cap keeps that short
+# One request of each tab at a time: the encoder already spreads one image over both cores, so a
+# second request of a tab would only make both slower; the queue holds the rest. A batch and a
+# photo may run side by side: the batch takes the encoder a slice at a time (BATCH_SLICE), so the
+# photo waits for one slice, not for the whole batch.
+CONCURRENCY_LIMIT, QUEUE_SIZE = 1, 32
+PHOTO_QUEUE, BATCH_QUEUE = "photo", "batch"
+# A batch request holds its tab for all its photos while the queue waits: a cap keeps that short
 MAX_BATCH_PHOTOS = 32
+# Photos decoded, encoded and searched together in a batch: what a batch holds in memory at most
+# beyond a single photo's request, and the longest a photo's request waits for the encoder
+BATCH_SLICE = 8
+# What one request may carry (serving/request_limits.py): a batch of MAX_BATCH_PHOTOS references
+# is about 20 KB of JSON; uploads, MAX_BATCH_PHOTOS files at the upload limit
+MAX_REQUEST_BYTES = 256 * 1024
+MAX_UPLOAD_REQUEST_BYTES = MAX_BATCH_PHOTOS * MAX_UPLOAD_BYTES + 2**20
 BATCH_COLUMNS = ["file", "caption", "error"]
-MAX_UPLOAD_MB = 20
-MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 2**20
-# Gradio must write uploads to its temporary folder to hand them over. Each is deleted when its
-# request is done; Gradio's own sweep (every minute, files over 10 minutes old, and all at
-# shutdown) is only a backstop, since it stops for good if a request adds a file while it runs.
-DELETE_UPLOADS = (60, 600)
-NO_LONGER_HERE = "This photo is no longer on the server (each upload is deleted once captioned): upload it again."
-NO_LINKS = "Send the photo itself: the app does not download photos from links."
-# What the handler gets in place of a link: it answers with NO_LINKS like any other bad input.
-# (Refusing in Gradio's file handling itself would fail the request's queue join with a bare HTTP 400.)
-LINK_STAND_IN = "link-not-downloaded"
 
 # beside a caption of a photo whose features are far from every training photo's (pipeline/familiarity.py)
 UNFAMILIAR_NOTE = ("This photo looks unlike the photos the model learnt from (mostly people, dogs and outdoor "
@@ -69,119 +67,6 @@ server deletes each one as soon as it is captioned."""
 BATCH_DESCRIPTION = f"""Up to {MAX_BATCH_PHOTOS} photos at once: a row per photo with its caption, or why it has none,
 and the table as a CSV file. The photos are deleted as soon as they are captioned; the CSV file (names
 and captions) stays on the server for at most ten minutes. For thousands of photos, run `caption.py`."""
-
-
-def refuse_links(component: gr.components.Component) -> gr.components.Component:
-    """`component`, made to hand the handler LINK_STAND_IN in place of any photo given as a link.
-
-    Given a URL, Gradio would download it with no size or time limit, holding the one request
-    slot meanwhile: the upload limit would not apply.
-    (Instance overrides: a subclass would make Gradio write an app.pyi stub here.)
-    """
-    move_to_cache = component.async_move_resource_to_block_cache
-
-    async def refuse(url_or_file_path):
-        if url_or_file_path is not None and is_http_url_like(str(url_or_file_path)):
-            return LINK_STAND_IN
-        return await move_to_cache(url_or_file_path)
-
-    component.async_move_resource_to_block_cache = refuse
-    return component
-
-
-def photo_input() -> gr.Image:
-    """gr.Image that passes the uploaded file's path on unopened, and refuses links.
-
-    gr.Image opens uploads with PIL before the function runs, so a non-image or a decompression
-    bomb would fail there with Gradio's generic "Error"; load_image says what is wrong instead.
-    """
-    image = gr.Image(label="Photo")
-    image.preprocess = lambda payload: None if payload is None else payload.path
-    return refuse_links(image)
-
-
-def photo_files_input() -> gr.File:
-    """gr.File for several photos, passing their paths on as they are, and refusing links.
-
-    Its own preprocessing would refuse the whole request for one file of an unexpected type (and
-    leave an empty temporary file behind for each file); load_image judges each photo instead.
-    """
-    files = gr.File(label="Photos", file_count="multiple", file_types=["image"])
-    files.preprocess = lambda payload: None if payload is None else [f.path for f in payload]
-    return refuse_links(files)
-
-
-def read_upload(path: Path) -> bytes:
-    """The upload's bytes, its size checked first; a clear message when it has already been deleted."""
-    try:
-        if path.stat().st_size > MAX_UPLOAD_BYTES:  # e.g. a file that reached Gradio's folder by another way
-            raise gr.Error(f"Cannot caption this file: it is larger than {MAX_UPLOAD_MB} MB.", print_exception=False)
-        return path.read_bytes()
-    except FileNotFoundError:  # the page re-sent a photo captioned before, whose upload is gone
-        raise gr.Error(NO_LONGER_HERE, print_exception=False) from None
-
-
-def is_example(path: Path) -> bool:
-    """Whether `path` is Gradio's copy of one of the examples (byte for byte), which must stay."""
-    example = EXAMPLES / path.name
-    return example.is_file() and path.is_file() and filecmp.cmp(path, example, shallow=False)
-
-
-def discard_upload(path: Path) -> None:
-    """Delete a finished request's upload (and its folder, when empty), as the page promises."""
-    uploads = Path(get_upload_folder()).resolve()
-    path = path.resolve()
-    if not path.is_relative_to(uploads) or is_example(path):
-        return
-    path.unlink(missing_ok=True)
-    if path.parent != uploads:
-        try:
-            path.parent.rmdir()  # Gradio puts each upload in a folder of its own
-        except OSError:  # not empty, or already gone
-            pass
-
-
-class CountedUploads(set):
-    """Gradio's record of uploaded files (Blocks.upload_file_set), counting the uploads of each.
-
-    Gradio stores an upload under a folder named by its content, so people sending the same photo
-    share one file: it may be deleted only when the last of their requests is done. Each upload
-    adds one; each finished request takes one away.
-
-    Gradio's sweep (the backstop for uploads whose request never ran, e.g. turned away by a full
-    queue) iterates this set in a thread while uploads add to it: a plain set raises "changed size
-    during iteration" there, which ends the sweep for good. Iteration goes over a snapshot instead.
-    """
-
-    def __init__(self, *args):
-        super().__init__(*args)
-        self._uploads, self._lock = Counter(), threading.Lock()
-
-    def __iter__(self):
-        with self._lock:
-            return iter(list(super().__iter__()))
-
-    def update(self, *paths):  # Gradio's upload route adds each upload's files this way
-        with self._lock:
-            for group in paths:
-                group = list(group)
-                self._uploads.update(group)
-                super().update(group)
-
-    def release(self, path: str) -> bool:
-        """Whether no upload of `path` is waiting for its request any more."""
-        with self._lock:
-            self._uploads[path] -= 1
-            if self._uploads[path] > 0:
-                return False
-            del self._uploads[path]
-            return True
-
-
-def release(upload: str, uploads: CountedUploads) -> None:
-    """A request is done with `upload`: delete it unless another request still needs it."""
-    if upload != LINK_STAND_IN and uploads.release(upload):
-        discard_upload(Path(upload))
 
 
 def photo_interface(captioner: Captioner, uploads: CountedUploads,
@@ -200,7 +85,8 @@ def photo_interface(captioner: Captioner, uploads: CountedUploads,
         except ImageError as error:  # the user's file, not a fault: no traceback in the server's log
             raise gr.Error(f"Cannot caption this file: {error}", print_exception=False) from None
         finally:
-            release(image, uploads)
+            uploads.done_with(image)
+            give_back_freed_memory()
         if description.unfamiliar:
             # a note shown on the page beside the caption, not an output: API callers get the same two values
             gr.Warning(UNFAMILIAR_NOTE, title="Unfamiliar photo")
@@ -228,13 +114,8 @@ def photo_interface(captioner: Captioner, uploads: CountedUploads,
     )
     for event in interface.fns.values():
         if event.api_name == "caption":
-            event.concurrency_id = MODEL_QUEUE
+            event.concurrency_id = PHOTO_QUEUE
     return interface
-
-
-def beam_slider() -> gr.Slider:
-    return gr.Slider(1, MAX_BEAM, value=3, step=1, precision=0, label="Beam size",
-                     info="how many candidate sentences the search keeps")
 
 
 def batch_csv(rows: list[list[str]]) -> str:
@@ -244,6 +125,16 @@ def batch_csv(rows: list[list[str]]) -> str:
         tmp.write_text(Csv.header(BATCH_COLUMNS) + Csv.format([dict(zip(BATCH_COLUMNS, row)) for row in rows],
                                                                 BATCH_COLUMNS), encoding="utf-8", newline="")
     return str(folder / "captions.csv")
+
+
+def load_photo(photo: str):
+    """A batch's photo as pixels, or why it has none (a link, too large, gone, not an image)."""
+    if photo == LINK_STAND_IN:
+        return NO_LINKS
+    try:
+        return load_pixels(read_upload(Path(photo)))
+    except gr.Error as error:
+        return error.message
 
 
 def batch_tab(captioner: Captioner, uploads: CountedUploads) -> None:
@@ -258,17 +149,12 @@ def batch_tab(captioner: Captioner, uploads: CountedUploads) -> None:
             if len(photos) > MAX_BATCH_PHOTOS:
                 raise gr.Error(f"At most {MAX_BATCH_PHOTOS} photos at a time, please: this request has "
                                f"{len(photos)}.", print_exception=False)
-            names, loaded = [], []
-            for photo in photos:
-                names.append("(a link)" if photo == LINK_STAND_IN else Path(photo).name)
-                try:
-                    loaded.append(NO_LINKS if photo == LINK_STAND_IN else load_pixels(read_upload(Path(photo))))
-                except gr.Error as error:  # too large, or gone: that photo's row says so
-                    loaded.append(error.message)
-            results = caption_pixels(captioner, loaded, beam_size)
+            results = caption_in_slices(captioner, photos, load_photo, beam_size, BATCH_SLICE)
         finally:
             for photo in photos:
-                release(photo, uploads)
+                uploads.done_with(photo)
+            give_back_freed_memory()
+        names = ["(a link)" if photo == LINK_STAND_IN else Path(photo).name for photo in photos]
         rows = [[name, "", result] if isinstance(result, str) else [name, result.caption, ""]
                 for name, result in zip(names, results)]
         return rows, batch_csv(rows)
@@ -283,13 +169,13 @@ def batch_tab(captioner: Captioner, uploads: CountedUploads) -> None:
                                  interactive=False)
             download = gr.DownloadButton("Download the table as CSV")
     button.click(caption_batch, [photos, beam_size], [table, download], api_name="caption_batch",
-                 concurrency_limit=CONCURRENCY_LIMIT, concurrency_id=MODEL_QUEUE)
+                 concurrency_limit=CONCURRENCY_LIMIT, concurrency_id=BATCH_QUEUE)
 
 
 def build_demo(captioner: Captioner, model_description: str | None = None) -> gr.Blocks:
     """The app around `captioner`: a tab for one photo, one for many; `model_description`
     (pipeline.hub.describe_weights) goes in the footer."""
-    uploads = CountedUploads()  # both tabs' uploads: the same photo may be in a request of each
+    uploads = CountedUploads(keep=EXAMPLES)  # both tabs' uploads: the same photo may be in a request of each
     # built outside the page: an Interface made inside a Blocks renders itself there, and again in its tab
     single = photo_interface(captioner, uploads, model_description)
     with gr.Blocks(title="Flickr8k image captioner", delete_cache=DELETE_UPLOADS) as demo:
@@ -298,8 +184,10 @@ def build_demo(captioner: Captioner, model_description: str | None = None) -> gr
         with gr.Tab("Many photos"):
             batch_tab(captioner, uploads)
     demo.queue(max_size=QUEUE_SIZE)
-    # the sweep iterates the same object, so it goes on seeing every upload
-    demo.upload_file_set = demo.temp_file_sets[0] = uploads
+    # the sweep iterates the same object, so it goes on seeing every upload; it takes the uploads'
+    # set last, whose end removes the folders the sweep has emptied (serving/uploads.py)
+    demo.temp_file_sets[:] = [files for files in demo.temp_file_sets if files is not demo.upload_file_set] + [uploads]
+    demo.upload_file_set = uploads
     return demo
 
 
@@ -339,8 +227,10 @@ def serve(demo: gr.Blocks, host: str | None = None, port: int | None = None, **l
     # httpx (Gradio's HTTP client) logs every URL it requests at INFO
     for name in ("httpx", "httpcore"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    limits = Middleware(RequestLimits, max_body_bytes=MAX_REQUEST_BYTES, max_file_references=MAX_BATCH_PHOTOS,
+                        max_upload_bytes=MAX_UPLOAD_REQUEST_BYTES, on_refused=demo.upload_file_set.refused)
     return demo.launch(server_name=host, server_port=port, max_file_size=MAX_UPLOAD_BYTES, run_history=run_history,
-                       **launch_options)
+                       app_kwargs={"middleware": [limits]}, **launch_options)
 
 
 def main(argv=None):

@@ -31,19 +31,19 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from pipeline.beam_search import MAX_BEAM_SIZE
 from pipeline.batch import PhotoListError, caption_files, caption_record, find_photos
 from pipeline.model_source import ModelError, add_model_arguments, load_model, resolve_model
 from pipeline.records import RecordFile, RecordFileError, format_of
 from pipeline.logs import log_to_stderr
 
-MAX_BEAM = 10  # beam_search's limit
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("photos", nargs="+", metavar="PHOTOS", help="files, folders, glob patterns or @LIST files")
     p.add_argument("--out", type=Path, required=True, help="output file, .jsonl or .csv; resumed when it exists")
-    p.add_argument("--beam-size", type=int, default=3, help=f"beam search width, 1-{MAX_BEAM} (default 3)")
+    p.add_argument("--beam-size", type=int, default=3, help=f"beam search width, 1-{MAX_BEAM_SIZE} (default 3)")
     p.add_argument("--n-best", type=int, default=0, metavar="N",
                    help="also record the N best captions with their probabilities (N <= beam size)")
     p.add_argument("--batch-size", type=int, default=32, help="images per encoder pass (default 32)")
@@ -56,8 +56,8 @@ def parse_args(argv=None):
                         "per node of the cluster; the encoder uses all of its node's cores)")
     add_model_arguments(p)
     args = p.parse_args(argv)
-    if not 1 <= args.beam_size <= MAX_BEAM:
-        p.error(f"--beam-size must be between 1 and {MAX_BEAM}")
+    if not 1 <= args.beam_size <= MAX_BEAM_SIZE:
+        p.error(f"--beam-size must be between 1 and {MAX_BEAM_SIZE}")
     if not 0 <= args.n_best <= args.beam_size:
         p.error("--n-best must be between 0 and --beam-size")
     if args.batch_size < 1 or (args.actors is not None and args.actors < 1):

@@ -152,6 +152,18 @@ def _batches(items: list, size: int) -> Iterator[list]:
     return (items[i:i + size] for i in range(0, len(items), size))
 
 
+def caption_in_slices(captioner: Captioner, sources: list, load: Callable[[object], np.ndarray | str],
+                      beam_size: int, slice_size: int) -> list[Description | str]:
+    """caption_pixels over `sources`, `slice_size` at a time: each slice is loaded (`load`: a
+    source to pixels, or why it has none), encoded and searched before the next is loaded, so a
+    batch holds one slice's decoding and one encoder pass of `slice_size` images at most, and
+    another request waits for one slice's encoder pass, not the whole batch's."""
+    results = []
+    for part in _batches(sources, slice_size):
+        results += caption_pixels(captioner, [load(source) for source in part], beam_size)
+    return results
+
+
 def caption_files(captioner: Captioner, paths: list[str], write: Callable[[list[dict]], None], *,
                   batch_size: int = 32, beam_size: int = 3, n_best: int = 0, loaders: int | None = None) -> None:
     """Caption `paths` batch by batch, handing each batch's records to `write` in order.

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 
 
+MAX_BEAM_SIZE = 10  # the widest search any entry point offers: each row costs a decoder step a word
+
 @dataclass(frozen=True)
 class FluencyRules:
     """Continuations the search never takes, each a disfluency the merge decoder otherwise produces
@@ -51,8 +53,8 @@ def beam_search(step, state, batch_size: int, start_id: int, end_id: int, beam_s
     token not before `min_length` words: a model that has learnt little would otherwise often end
     at once, and an empty caption is no answer. `rules` rule out disfluent continuations.
     """
-    if not 1 <= beam_size <= 10:
-        raise ValueError(f"beam_size must be between 1 and 10, got {beam_size}")
+    if not 1 <= beam_size <= MAX_BEAM_SIZE:
+        raise ValueError(f"beam_size must be between 1 and {MAX_BEAM_SIZE}, got {beam_size}")
     if not 1 <= n_best <= beam_size:
         raise ValueError(f"n_best must be between 1 and beam_size ({beam_size}), got {n_best}")
     if not 0 <= min_length <= max_length:

@@ -1,13 +1,13 @@
 import os
 import socket
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import Phase, settings
 from PIL import Image
+
+from load_test import png_of_zeros  # noqa: F401  (huge images, small on disk: for the tests too)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
@@ -42,23 +42,6 @@ def write_image(path: Path, seed: int, size=(32, 24)) -> Path:
     rng = np.random.default_rng(seed)
     Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(path)
     return path
-
-
-def png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def png_of_zeros(width: int, height: int, bit_depth: int = 1, color_type: int = 0) -> bytes:
-    """A valid black PNG written row by row: a huge one costs little memory and is small on disk.
-
-    color_type 0 is gray, 2 RGB, 4 gray and alpha, 6 RGBA (bit_depth 8 or 16 for those three).
-    """
-    channels = {0: 1, 2: 3, 4: 2, 6: 4}[color_type]
-    row = b"\0" * (1 + (width * channels * bit_depth + 7) // 8)  # filter byte and packed pixels
-    packer = zlib.compressobj(9)
-    data = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
-    header = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", data) + png_chunk(b"IEND", b"")
 
 
 # 85 million pixels: over our limit (80M), under the one Pillow applies by itself (89.5M)

@@ -20,8 +20,12 @@ from gradio_client.utils import QueueError, Status
 from PIL import Image
 
 import app
+from serving import inputs
+from serving.inputs import NO_LINKS
+from serving.uploads import CountedUploads, MAX_UPLOAD_BYTES, MAX_UPLOAD_MB, NO_LONGER_HERE, read_upload
 from conftest import OVER_OUR_PIXEL_LIMIT, ROOT, SHARED_FLICKR8K, free_port, needs_shared, png_of_zeros
 from pipeline import Captioner
+from pipeline.beam_search import MAX_BEAM_SIZE
 from pipeline.hub import describe_weights
 
 EXAMPLES = sorted(app.EXAMPLES.glob("*.jpg"))
@@ -88,8 +92,8 @@ def test_example_gets_a_caption_and_its_n_best(client):
 
 def test_beam_size_sets_the_number_of_alternatives(client):
     assert len(caption(client, EXAMPLES[1], beam_size=1)[1]["data"]) == 1
-    with pytest.raises(AppError, match="greater than maximum"):
-        caption(client, EXAMPLES[1], beam_size=app.MAX_BEAM + 1)
+    with pytest.raises(AppError, match="The beam size must be a whole number from 1 to 10, not 11"):
+        caption(client, EXAMPLES[1], beam_size=MAX_BEAM_SIZE + 1)
 
 
 def test_no_photo_asks_for_one(client):
@@ -186,9 +190,9 @@ def test_uploads_are_not_logged(client, tmp_path, capfd, caplog):
 def test_flagging_is_off_unless_the_operator_turns_it_on(tiny_model, random_encoder, monkeypatch):
     captioner = Captioner.from_pretrained(tiny_model, image_encoder=random_encoder)
     monkeypatch.delenv("GRADIO_FLAGGING_MODE", raising=False)
-    assert app.photo_interface(captioner, app.CountedUploads()).flagging_mode == "never"
+    assert app.photo_interface(captioner, CountedUploads()).flagging_mode == "never"
     monkeypatch.setenv("GRADIO_FLAGGING_MODE", "manual")
-    assert app.photo_interface(captioner, app.CountedUploads()).flagging_mode == "manual"
+    assert app.photo_interface(captioner, CountedUploads()).flagging_mode == "manual"
 
 
 def test_examples_are_credited():
@@ -209,16 +213,16 @@ def test_the_page_says_which_model_answers(app_url, tiny_model):
 
 
 def test_a_photo_given_as_a_link_is_refused_not_downloaded(client):
-    with pytest.raises(AppError, match=app.NO_LINKS):
+    with pytest.raises(AppError, match=NO_LINKS):
         client.predict(handle_file("http://127.0.0.1:9/holiday.jpg"), 3, api_name="/caption")
 
 
 def test_the_size_of_a_file_is_checked_before_it_is_read(tmp_path):
     huge = tmp_path / "huge.jpg"
     with open(huge, "wb") as f:
-        f.truncate(app.MAX_UPLOAD_BYTES + 1)  # sparse: nothing is written, so nothing should be read either
-    with pytest.raises(gr.Error, match=f"larger than {app.MAX_UPLOAD_MB} MB"):
-        app.read_upload(huge)
+        f.truncate(MAX_UPLOAD_BYTES + 1)  # sparse: nothing is written, so nothing should be read either
+    with pytest.raises(gr.Error, match=f"larger than {MAX_UPLOAD_MB} MB"):
+        read_upload(huge)
 
 
 def uploads_named(name: str) -> list[Path]:
@@ -243,14 +247,14 @@ def test_the_example_files_are_never_deleted(client):
 
 
 def test_gradios_upload_sweep_survives_uploads_during_its_pass():
-    uploads = app.CountedUploads({"/tmp/gradio/a/photo.jpg"})
+    uploads = CountedUploads({"/tmp/gradio/a/photo.jpg"})
     sweeping = iter(uploads)
     uploads.update(["/tmp/gradio/b/photo.jpg"])  # a request thread, while the sweep is part-way
     assert list(sweeping) == ["/tmp/gradio/a/photo.jpg"]
 
 
 def test_a_shared_upload_is_deleted_with_the_last_request_that_needs_it():
-    uploads = app.CountedUploads()
+    uploads = CountedUploads()
     uploads.update(["/tmp/gradio/same/photo.jpg"]), uploads.update(["/tmp/gradio/same/photo.jpg"])
     assert uploads.release("/tmp/gradio/same/photo.jpg") is False
     assert uploads.release("/tmp/gradio/same/photo.jpg") is True
@@ -270,7 +274,7 @@ def test_re_running_an_upload_that_is_gone_asks_for_the_photo_again(app_url):
                         files={"files": ("rerun.jpg", EXAMPLES[4].read_bytes(), "image/jpeg")}).json()[0]
     assert "event: complete" in call_without_upload(app_url, upload)
     again = call_without_upload(app_url, upload)
-    assert "event: error" in again and app.NO_LONGER_HERE in again and "Traceback" not in again
+    assert "event: error" in again and NO_LONGER_HERE in again and "Traceback" not in again
 
 
 def test_fetched_urls_are_not_logged(app_url, caplog):
@@ -305,7 +309,7 @@ def test_an_unfamiliar_photo_gets_a_note_beside_its_caption(tiny_model, random_e
     captioner.familiarity = Familiarity(np.eye(1, FEATURE_DIM), dev_distances)
     photo = tmp_path / "photo.jpg"
     photo.write_bytes(EXAMPLES[0].read_bytes())
-    handler = next(iter(app.photo_interface(captioner, app.CountedUploads()).fns.values())).fn
+    handler = next(iter(app.photo_interface(captioner, CountedUploads()).fns.values())).fn
     text, table = handler(str(photo), 3)
     assert text == table[0][0] == captioner.caption(EXAMPLES[0]) and len(table) == 3
     assert [str(w.message) for w in recwarn if str(w.message) == app.UNFAMILIAR_NOTE] == [app.UNFAMILIAR_NOTE] * unfamiliar
@@ -342,7 +346,7 @@ def test_a_link_among_many_photos_gets_its_own_error_row(client):
     table, _ = client.predict([handle_file(str(EXAMPLES[2])), handle_file("http://127.0.0.1:9/holiday.jpg")], 3,
                               api_name="/caption_batch")
     (_, text, error), (_, no_text, link_error) = table["data"]
-    assert text.strip() and error == "" and no_text == "" and link_error == app.NO_LINKS
+    assert text.strip() and error == "" and no_text == "" and link_error == NO_LINKS
 
 
 def test_too_many_photos_are_refused_and_deleted(client, tmp_path, monkeypatch):
@@ -376,3 +380,141 @@ def test_start_loads_and_warms_up_the_model_then_builds_the_page_around_it(tiny_
     demo, captioner = app.start(tiny_model)
     assert isinstance(captioner, Captioner) and isinstance(demo, gr.Blocks) and warmed == [True]
     assert f"Model: {describe_weights(tiny_model)}." in json.dumps(demo.config)
+
+
+# --- what a request may carry, and refusals at the edge ------------------------------------------
+
+def file_reference(path: str) -> dict:
+    return {"path": path, "meta": {"_type": "gradio.FileData"}}
+
+
+def upload(app_url: str, name: str, data: bytes) -> str:
+    return httpx.post(f"{app_url.rstrip('/')}/gradio_api/upload", files={"files": (name, data, "image/jpeg")}).json()[0]
+
+
+@pytest.mark.parametrize("endpoint, data, message", [
+    ("caption_batch", lambda p: [[file_reference(p)] * 50_000, 3], "larger than the 256 KB the app accepts"),
+    ("caption_batch", lambda p: [[file_reference(p)] * (app.MAX_BATCH_PHOTOS + 1), 3],
+     f"names {app.MAX_BATCH_PHOTOS + 1} files; the app takes at most {app.MAX_BATCH_PHOTOS}"),
+    ("caption", lambda p: [{"nested": [file_reference(p)] * 30_000}, 3], "larger than the 256 KB"),
+    ("caption", lambda p: [{"nested": [file_reference(p)] * 40}, 3], "names 40 files"),
+])
+def test_a_request_carrying_too_much_is_refused_before_gradio_reads_it(app_url, endpoint, data, message):
+    path = upload(app_url, "limits.jpg", EXAMPLES[0].read_bytes())
+    answer = httpx.post(f"{app_url.rstrip('/')}/gradio_api/call/{endpoint}", json={"data": data(path)}, timeout=30)
+    assert answer.status_code == 413 and message in answer.json()["detail"]
+
+
+def test_a_body_nested_too_deeply_is_refused(app_url):
+    body = b'{"data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    answer = httpx.post(f"{app_url.rstrip('/')}/gradio_api/call/caption", content=body,
+                        headers={"content-type": "application/json"}, timeout=30)
+    assert answer.status_code == 413 and "nested too deeply" in answer.json()["detail"]
+
+
+def test_a_body_sent_without_its_length_is_cut_off_at_the_limit(app_url):
+    sent = []
+
+    def chunks():  # 10 MB in all, without a Content-Length: the refusal must not wait for the end
+        for _ in range(160):
+            sent.append(1)
+            yield b" " * 65536
+
+    try:
+        answer = httpx.post(f"{app_url.rstrip('/')}/gradio_api/call/caption", content=chunks(),
+                            headers={"content-type": "application/json"}, timeout=30)
+        assert answer.status_code == 413
+    except httpx.TransportError:  # the server answered and closed while the client was still sending
+        pass
+    assert len(sent) < 160
+
+
+def call_raw(app_url: str, endpoint: str, data: list) -> str:
+    api = f"{app_url.rstrip('/')}/gradio_api"
+    event = httpx.post(f"{api}/call/{endpoint}", json={"data": data}).json()["event_id"]
+    return httpx.get(f"{api}/call/{endpoint}/{event}", timeout=120).text
+
+
+@pytest.mark.parametrize("beam", ["abc", None, 2.5, 0, 11, True, "3"])
+@pytest.mark.parametrize("endpoint", ["caption", "caption_batch"])
+def test_a_beam_size_that_is_not_a_whole_number_from_1_to_10_is_refused_clearly(app_url, capfd, endpoint, beam):
+    path = upload(app_url, "beam.jpg", EXAMPLES[1].read_bytes())
+    answer = call_raw(app_url, endpoint, [file_reference(path) if endpoint == "caption" else [file_reference(path)],
+                                          beam])
+    assert "event: error" in answer and "The beam size must be a whole number from 1 to 10" in answer
+    assert "Traceback" not in "".join(capfd.readouterr())
+
+
+def test_a_whole_beam_size_sent_as_a_float_is_taken(app_url):
+    path = upload(app_url, "beam-float.jpg", EXAMPLES[1].read_bytes())
+    assert "event: complete" in call_raw(app_url, "caption", [file_reference(path), 2.0])
+
+
+@pytest.mark.parametrize("value", ["/etc/hostname", "private-path/photo.jpg", 42, ["a"]])
+def test_a_photo_that_is_not_a_file_reference_gets_the_apps_message(app_url, capfd, caplog, value):
+    caplog.set_level(logging.DEBUG)
+    answer = call_raw(app_url, "caption", [value, 3])
+    assert "event: error" in answer and inputs.NOT_A_FILE in answer
+    printed = "".join(capfd.readouterr()) + caplog.text
+    assert "Traceback" not in printed and "private-path" not in printed
+
+
+@pytest.mark.parametrize("endpoint", ["caption", "caption_batch"])
+def test_a_link_sent_as_a_stream_is_refused_as_a_link(app_url, endpoint):
+    link = {"path": "http://127.0.0.1:9/holiday.jpg", "url": "http://127.0.0.1:9/holiday.jpg", "is_stream": True,
+            "meta": {"_type": "gradio.FileData"}}
+    answer = call_raw(app_url, endpoint, [link if endpoint == "caption" else [link], 3])
+    assert NO_LINKS in answer and NO_LONGER_HERE not in answer
+
+
+def test_batch_csv_cells_never_start_a_formula(client, tmp_path):
+    names = ["@SUM(A1).jpg", "-2+3.jpg", "+cmd.jpg", "=1+1.jpg"]
+    for name in names:
+        (tmp_path / name).write_bytes(EXAMPLES[0].read_bytes())
+    table, csv_file = caption_batch(client, [tmp_path / name for name in names])
+    assert [row[0] for row in table["data"]] == names  # the table shows the names as they are
+    cells = [row[0] for row in read_csv(csv_file)[1:]]
+    assert cells == ["'" + name for name in names]
+
+
+def test_a_refused_request_deletes_its_uploads_at_once(tiny_model, random_encoder, tmp_path):
+    """The queue's refusals (full) never reach the handler, which deletes uploads: they go at once."""
+    gated = GatedCaptioner(Captioner.from_pretrained(tiny_model, image_encoder=random_encoder))
+    demo = app.build_demo(gated)
+    _, url, _ = app.serve(demo, "127.0.0.1", free_port(), prevent_thread_lock=True, quiet=True)
+    photos = []
+    for i in range(app.QUEUE_SIZE + 4):
+        photos.append(tmp_path / f"queued-{i}.jpg")
+        photos[-1].write_bytes(EXAMPLES[i % len(EXAMPLES)].read_bytes() + i.to_bytes(2, "big"))  # distinct uploads
+    try:
+        client = Client(url, verbose=False, download_files=False)
+        jobs = [client.submit(handle_file(str(photos[0])), 1, api_name="/caption")]
+        assert gated.entered.wait(timeout=120)
+        jobs += [client.submit(handle_file(str(photo)), 1, api_name="/caption") for photo in photos[1:]]
+        assert wait_until(lambda: all(job.done() or job.status().code == Status.IN_QUEUE for job in jobs[1:]))
+        refused = [photo for photo, job in zip(photos, jobs) if job.done() and isinstance(job.exception(), QueueError)]
+        assert len(refused) == 3
+        assert all(uploads_named(photo.name) == [] for photo in refused)  # while the others still wait
+        assert all(uploads_named(photo.name) for photo, job in zip(photos, jobs) if photo not in refused)
+    finally:
+        gated.gate.set()
+        demo.close()
+
+
+def test_gradios_sweep_takes_the_folders_it_leaves_empty(tiny_model, random_encoder, tmp_path, monkeypatch):
+    from gradio.route_utils import delete_files_created_by_app
+
+    import serving.uploads
+    monkeypatch.setattr(serving.uploads, "EMPTY_FOLDER_AGE_S", -1)  # every empty folder is old enough
+    demo = app.build_demo(Captioner.from_pretrained(tiny_model, image_encoder=random_encoder))
+    _, url, _ = app.serve(demo, "127.0.0.1", free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(url, verbose=False, download_files=False)
+        # each leaves a CSV file in a folder of its own
+        csv_folders = {Path(caption_batch(client, [EXAMPLES[i]])[1]["path"]).parent for i in range(3)}
+        assert len(csv_folders) == 3 and all(folder.is_dir() for folder in csv_folders)
+        delete_files_created_by_app(demo, None)  # Gradio's sweep, as at its ten-minute mark
+        assert not any(folder.exists() for folder in csv_folders)
+        assert [p for p in Path(get_upload_folder()).iterdir() if p.is_dir() and not any(p.iterdir())] == []
+    finally:
+        demo.close()

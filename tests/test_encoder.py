@@ -9,7 +9,8 @@ from PIL import Image, TiffImagePlugin
 
 from pipeline.encoder import ImageEncoder, resolve_backbone_weights
 from pipeline.images import MAX_DECODED_BYTES, ImageError, bytes_to_reduce, load_image
-from conftest import OVER_OUR_PIXEL_LIMIT, ROOT, png_chunk, png_of_zeros
+from conftest import OVER_OUR_PIXEL_LIMIT, ROOT, png_of_zeros
+from load_test import png_chunk
 
 
 def test_backbone_weights_resolution(tmp_path, monkeypatch):

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
@@ -18,6 +17,8 @@ from gradio_client.exceptions import AppError
 from gradio_client.utils import QueueError
 
 import app
+import load_test
+from serving.inputs import NO_LINKS
 from conftest import OVER_OUR_PIXEL_LIMIT, ROOT, free_port, png_of_zeros
 from test_app import BAD_INPUTS, EXAMPLES, thousand_page_tiff, truncated_qoi
 
@@ -93,20 +94,57 @@ def test_fifty_clients_with_good_and_bad_files_are_all_answered(server, tmp_path
     kinds = [kind for kind, _ in answers]
     assert all(text.strip() for kind, text in answers if kind == "caption")
     unclear = [text for kind, text in answers if kind == "error" and not text.startswith("Cannot caption this file")
-               and text != app.NO_LINKS]
+               and text != NO_LINKS]
     assert unclear == []
     assert kinds.count("caption") + kinds.count("error") >= app.CONCURRENCY_LIMIT + app.QUEUE_SIZE
 
     assert one_client(url, str(EXAMPLES[0]))[0] == "caption"  # and it goes on serving
     assert process.poll() is None
-    # every upload was deleted with its request, the ones sent by several clients at once too; those
-    # turned away by the full queue wait for Gradio's sweep
-    turned_away = {Path(photos[i % len(photos)]).name for i, (kind, _) in enumerate(answers) if kind == "queue full"}
+    # every upload was deleted with its request, the ones sent by several clients at once too, and
+    # those turned away by the full queue
     left = {path.name for path in (tmp_path / "uploads").rglob("*") if path.is_file()}
-    assert left <= {path.name for path in EXAMPLES} | turned_away
+    assert left <= {path.name for path in EXAMPLES}
     peak = peak_memory_mb(process.pid)
     with capsys.disabled():
         print(f"\nload test: {CLIENTS} clients, {len(photos)} different inputs, {seconds:.0f} s; "
               f"{kinds.count('caption')} captions, {kinds.count('error')} errors, {kinds.count('queue full')} "
               f"queue full; app peak resident memory {peak:.0f} MB")
     assert peak < PEAK_MEMORY_LIMIT_MB
+
+
+@pytest.fixture
+def served(exported_model, tmp_path):
+    """app.py in its own process with the exported tiny model (OpenVINO, no TensorFlow, as the Space serves)."""
+    with load_test.AppProcess(exported_model, tmp_path) as app_process:
+        yield app_process
+
+
+@pytest.mark.slow
+def test_a_request_of_400000_file_references_is_refused_without_cost(served, capsys):
+    report = load_test.oversize(served)
+    for way in ("with_length", "chunked"):
+        assert report[way]["status"] == 413 and "larger than the 256 KB" in report[way]["detail"]
+    assert report["peak_rise_mb"] < 50
+    with capsys.disabled():
+        print(f"\noversize: {report}")
+
+
+@pytest.mark.slow
+def test_a_batch_of_the_costliest_photos_stays_in_budget_and_lets_a_photo_through(served, tmp_path, capsys):
+    report = load_test.costly_batch(served, folder=tmp_path)
+    assert report["batch_rows_captioned"] == report["photos"] == app.MAX_BATCH_PHOTOS
+    assert report["single_photo_caption"].strip() and not report["single_photo_caption"].startswith("Cannot")
+    assert report["memory_after"]["peak_mb"] < PEAK_MEMORY_LIMIT_MB
+    with capsys.disabled():
+        print(f"\ncostly batch: {report}")
+
+
+@pytest.mark.slow
+def test_a_short_soak_of_mixed_load_leaves_nothing_behind(served, tmp_path, capsys):
+    report = load_test.soak(served, minutes=1, clients=20, folder=tmp_path)
+    assert not any("failed" in kind for kind in report["requests"]), report["requests"]
+    assert sum(report["requests"].values()) > 20
+    assert report["left_once_idle"] == {"uploads": [], "empty_folders": []}
+    assert report["memory_at_end"]["peak_mb"] < PEAK_MEMORY_LIMIT_MB
+    with capsys.disabled():
+        print(f"\nsoak: {report}")

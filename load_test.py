@@ -1,0 +1,285 @@
+"""Load tests of the app in its own process, on 127.0.0.1 with a temporary folder of its own.
+
+  python load_test.py oversize       # 400,000 file references in one request: refused at once?
+  python load_test.py costly-batch   # 32 of the costliest allowed photos in one batch, and a photo meanwhile
+  python load_test.py soak --minutes 10 --clients 50   # mixed load: photos, bad files, links, batches
+
+Each prints its figures and, with --json, writes them. The app is started as `python app.py
+--model MODEL` (default weights/, its exported encoder) and stopped by its own PID. Memory figures
+are the app process's: VmHWM (peak resident) and VmRSS (in use), from /proc.
+"""
+import argparse
+import json
+import os
+import random
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent
+EXAMPLES = sorted((ROOT / "examples").glob("*.jpg"))
+LINK = "http://127.0.0.1:9/holiday.jpg"  # never fetched: the app refuses links
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_of_zeros(width: int, height: int, bit_depth: int = 1, color_type: int = 0, note: bytes = b"") -> bytes:
+    """A valid black PNG written row by row: a huge one costs little memory and is small on disk.
+
+    color_type 0 is gray, 2 RGB, 4 gray and alpha, 6 RGBA (bit_depth 8 or 16 for those three);
+    `note` goes in a text chunk (files that differ in it decode alike).
+    """
+    channels = {0: 1, 2: 3, 4: 2, 6: 4}[color_type]
+    row = b"\0" * (1 + (width * channels * bit_depth + 7) // 8)  # filter byte and packed pixels
+    packer = zlib.compressobj(9)
+    data = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
+    text = png_chunk(b"tEXt", b"Comment\0" + note) if note else b""
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + text + png_chunk(b"IDAT", data)
+            + png_chunk(b"IEND", b""))
+
+
+def costliest_photo(index: int = 0) -> bytes:
+    """31 megapixels of RGBA: 250 MB to decode and reduce, just under the app's 256 MiB limit."""
+    return png_of_zeros(5600, 5600, 8, 6, note=str(index).encode())
+
+
+def memory_mb(pid: int) -> dict[str, float]:
+    """The process's peak (VmHWM) and current (VmRSS) resident memory, in MB."""
+    fields = dict(line.split(":", 1) for line in open(f"/proc/{pid}/status"))
+    return {"peak_mb": int(fields["VmHWM"].split()[0]) / 1024, "in_use_mb": int(fields["VmRSS"].split()[0]) / 1024}
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class AppProcess:
+    """`python app.py --model MODEL` in its own process on a free port of 127.0.0.1, its uploads in
+    `temp_dir`; stopped by its own PID."""
+
+    def __init__(self, model: str | Path, temp_dir: Path, env: dict | None = None, start_timeout: float = 300):
+        self.port, self.uploads = free_port(), Path(temp_dir) / "uploads"
+        self.url = f"http://127.0.0.1:{self.port}/"
+        env = {**os.environ, "GRADIO_TEMP_DIR": str(self.uploads), **(env or {})}
+        env.pop("CAPTION_MODEL_REPO", None)
+        self.log = open(Path(temp_dir) / "app.log", "w+")
+        self.process = subprocess.Popen([sys.executable, "app.py", "--model", str(model), "--port", str(self.port)],
+                                        cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + start_timeout
+        while self.process.poll() is None and time.monotonic() < deadline:
+            try:
+                httpx.get(self.url, timeout=5)
+                return
+            except httpx.TransportError:
+                time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"the app did not start:\n{self.output()[-3000:]}")
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
+
+    def memory(self) -> dict[str, float]:
+        return memory_mb(self.process.pid)
+
+    def leftovers(self) -> dict[str, list[str]]:
+        """What the app's temporary folder holds besides Gradio's copies of the examples and the
+        batch tab's CSV files (which it keeps for ten minutes): uploads, and empty folders."""
+        examples = {path.name for path in EXAMPLES}
+        files = [p for p in self.uploads.rglob("*") if p.is_file() and p.name not in examples
+                 and p.name != "captions.csv"]
+        folders = [p for p in self.uploads.rglob("*") if p.is_dir() and not any(p.iterdir())]
+        return {"uploads": sorted(map(str, files)), "empty_folders": sorted(map(str, folders))}
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def client(url: str):
+    from gradio_client import Client
+    return Client(url, verbose=False, download_files=False)
+
+
+def timed(function, *args) -> tuple[float, object]:
+    """(seconds, result or the exception raised) of one call."""
+    started = time.monotonic()
+    try:
+        result = function(*args)
+    except Exception as error:  # a refusal is a result here
+        result = error
+    return time.monotonic() - started, result
+
+
+def oversize(app: AppProcess, references: int = 400_000) -> dict:
+    """One request of `references` file references (as a hostile client sends it, with and without
+    its length declared), a second client's /config meanwhile, and the memory it cost."""
+    path = httpx.post(f"{app.url}gradio_api/upload", files={"files": ("one.jpg", EXAMPLES[0].read_bytes())}).json()[0]
+    body = json.dumps({"data": [[{"path": path, "meta": {"_type": "gradio.FileData"}}] * references, 3]}).encode()
+    before = app.memory()
+    report = {"references": references, "body_mb": round(len(body) / 2**20, 1), "memory_before": before}
+    for declared in (True, False):
+        config_seconds = []
+
+        def fetch_config():
+            config_seconds.append(timed(lambda: httpx.get(f"{app.url}config", timeout=30).raise_for_status())[0])
+
+        other = threading.Thread(target=fetch_config)
+        content = body if declared else (body[i:i + 65536] for i in range(0, len(body), 65536))
+        started = time.monotonic()
+        other.start()
+        seconds, answer = timed(lambda: httpx.post(f"{app.url}gradio_api/call/caption_batch", content=content,
+                                                   headers={"content-type": "application/json"}, timeout=300))
+        other.join()
+        key = "with_length" if declared else "chunked"
+        report[key] = {"refused_after_s": round(seconds, 3),
+                       "status": answer.status_code if isinstance(answer, httpx.Response) else type(answer).__name__,
+                       "detail": answer.json().get("detail") if isinstance(answer, httpx.Response) else str(answer),
+                       "second_client_config_s": round(config_seconds[0], 3),
+                       "wall_s": round(time.monotonic() - started, 3)}
+    after = app.memory()
+    report.update(memory_after=after, peak_rise_mb=round(after["peak_mb"] - before["peak_mb"], 1))
+    return report
+
+
+def costly_batch(app: AppProcess, photos: int = 32, folder: Path | None = None) -> dict:
+    """`photos` of the costliest allowed photos in one batch request, and one example photo sent
+    while it runs: the app's peak memory, and how long that photo waited."""
+    from gradio_client import handle_file
+
+    folder = Path(folder or tempfile.mkdtemp())
+    paths = []
+    for i in range(photos):
+        paths.append(folder / f"costly-{i}.png")
+        paths[-1].write_bytes(costliest_photo(i))
+    before = app.memory()
+    batch = client(app.url).submit([handle_file(str(p)) for p in paths], 3, api_name="/caption_batch")
+    while batch.status().code.name not in ("PROCESSING", "FINISHED"):
+        time.sleep(0.1)
+    time.sleep(2)  # well into the batch
+    single, answer = timed(lambda: client(app.url).predict(handle_file(str(EXAMPLES[0])), 3, api_name="/caption"))
+    batch_seconds, table = timed(lambda: batch.result(timeout=600))
+    rows = table[0]["data"] if isinstance(table, tuple) else []
+    return {"photos": photos, "photo_mb_decoded": 250, "memory_before": before, "memory_after": app.memory(),
+            "single_photo_s": round(single, 2), "single_photo_caption": answer[0] if isinstance(answer, tuple) else str(answer),
+            "batch_rows_captioned": sum(1 for row in rows if row[1]), "batch_rest_s": round(batch_seconds, 1)}
+
+
+def soak_client(url: str, until: float, seed: int, bad: list[str], counts: dict, lock: threading.Lock) -> None:
+    """One client's loop until `until`: a good photo, a bad file, a link or a small batch, at random."""
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+    from gradio_client.utils import QueueError
+
+    rng, session = random.Random(seed), client(url)
+    while time.monotonic() < until:
+        kind = rng.choice(["photo", "photo", "bad", "link", "batch"])
+        try:
+            if kind == "batch":
+                files = [handle_file(str(rng.choice(EXAMPLES))) for _ in range(4)] + [handle_file(rng.choice(bad))]
+                session.predict(files, 3, api_name="/caption_batch")
+            else:
+                photo = {"photo": lambda: str(rng.choice(EXAMPLES)), "bad": lambda: rng.choice(bad),
+                         "link": lambda: LINK}[kind]()
+                session.predict(handle_file(photo), 3, api_name="/caption")
+            outcome = "answered"
+        except AppError:
+            outcome = "answered"  # the app's message: a bad file, a link
+        except QueueError:
+            outcome = "queue full"
+        except Exception as error:
+            outcome = f"failed: {type(error).__name__}"
+        with lock:
+            counts[f"{kind} {outcome}"] = counts.get(f"{kind} {outcome}", 0) + 1
+
+
+def soak(app: AppProcess, minutes: float = 10, clients: int = 50, folder: Path | None = None) -> dict:
+    """`clients` clients of mixed load for `minutes`: memory in use after the first minute (or the
+    first tenth, for a short soak) and at the end, and what is left once the app is idle."""
+    folder = Path(folder or tempfile.mkdtemp())
+    bad = []
+    for name, data in {"notes.jpg": b"%PDF-1.4 not pixels\n", "empty.jpg": b"",
+                       "truncated.jpg": EXAMPLES[0].read_bytes()[:4000],
+                       "bomb.png": png_of_zeros(9220, 9220)}.items():
+        (folder / name).write_bytes(data)
+        bad.append(str(folder / name))
+    counts, lock = {}, threading.Lock()
+    started = time.monotonic()
+    until = started + minutes * 60
+    first_mark = started + min(60, minutes * 6)
+    with ThreadPoolExecutor(clients) as pool:
+        futures = [pool.submit(soak_client, app.url, until, seed, bad, counts, lock) for seed in range(clients)]
+        time.sleep(max(0.0, first_mark - time.monotonic()))
+        after_first = app.memory()
+        for future in futures:
+            future.result()
+    at_end = app.memory()
+    idle_since = time.monotonic()
+    # once idle, the folders emptied by the sweep (each minute) go with the next one
+    deadline = idle_since + 150
+    while time.monotonic() < deadline and any(app.leftovers().values()):
+        time.sleep(5)
+    return {"minutes": minutes, "clients": clients, "requests": counts, "memory_after_first": after_first,
+            "memory_at_end": at_end,
+            "in_use_change": round(at_end["in_use_mb"] / after_first["in_use_mb"] - 1, 3),
+            "left_once_idle": app.leftovers(), "idle_wait_s": round(time.monotonic() - idle_since)}
+
+
+SCENARIOS = {"oversize": oversize, "costly-batch": costly_batch, "soak": soak}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("scenario", choices=SCENARIOS)
+    p.add_argument("--model", default=str(ROOT / "weights"), help="the app's --model (default weights/)")
+    p.add_argument("--minutes", type=float, default=10, help="soak: how long (default 10)")
+    p.add_argument("--clients", type=int, default=50, help="soak: clients at once (default 50)")
+    p.add_argument("--json", type=Path, help="also write the figures here")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="load-test-") as tmp, AppProcess(args.model, Path(tmp)) as app:
+        options = {"soak": {"minutes": args.minutes, "clients": args.clients}}.get(args.scenario, {})
+        report = {"scenario": args.scenario, "cpu": cpu_name(), **SCENARIOS[args.scenario](app, **options)}
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n", encoding="utf-8")
+
+
+def cpu_name() -> str:
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+if __name__ == "__main__":
+    main()
