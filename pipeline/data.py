@@ -51,6 +51,9 @@ class LoadOptions:
     images: Path | None = None  # image root, for formats whose files name images relative to one
     split_ratio: tuple[float, float, float] | None = None  # train, dev, test; for data without splits
     skip_missing: bool = False  # go on without listed images that are not on disk
+    image_column: str | None = None  # for formats of columns: the images' and the captions' (else found)
+    caption_column: str | None = None
+    cache_dir: Path | None = None  # where formats that must write their images out put them (default: the feature cache's)
 
 
 @dataclass(frozen=True)

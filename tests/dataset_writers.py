@@ -67,3 +67,38 @@ def write_imagefolder(folder: Path, captions: dict[str, list[str]], kind: str = 
             writer.writerow(["file_name", column])
             writer.writerows((name, json.dumps(value) if as_lists else value) for name, value in rows)
     return folder
+
+
+def write_hf_dataset(path: Path, captions: dict[str, list[str]], splits: dict[str, list[str]] | None, pool=None,
+                     kind: str = "disk") -> Path:
+    """A `datasets` dataset with an Image column of the images' bytes (a pool image each, or a few
+    bytes), one row per caption: written by save_to_disk (kind "disk") or as Parquet files named by
+    split ("parquet"). Without `splits`, one Dataset (or one Parquet file)."""
+    import datasets
+
+    hub_splits = {"train": "train", "dev": "validation", "test": "test"}
+    names = list(captions)
+    image_bytes = {name: pool[i % len(pool)].read_bytes() if pool else f"image {i}".encode()
+                   for i, name in enumerate(names)}  # each image its own bytes (a pool image each)
+
+    def rows(part):
+        return datasets.Dataset.from_dict(
+            {"image": [{"bytes": image_bytes[n], "path": None} for n in part for _ in captions[n]],
+             "text": [c for n in part for c in captions[n]]}).cast_column("image", datasets.Image())
+
+    if splits is None:
+        data = rows(names)
+        if kind == "disk":
+            data.save_to_disk(str(path))
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            data.to_parquet(str(path))
+        return path
+    parts = {hub_splits[split]: rows(part) for split, part in splits.items()}
+    if kind == "disk":
+        datasets.DatasetDict(parts).save_to_disk(str(path))
+    else:
+        (path / "data").mkdir(parents=True, exist_ok=True)
+        for split, data in parts.items():
+            data.to_parquet(str(path / "data" / f"{split}-00000-of-00001.parquet"))
+    return path

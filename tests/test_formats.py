@@ -2,6 +2,7 @@
 does with malformed files, missing images and split options."""
 import json
 import logging
+import shutil
 
 import pytest
 
@@ -11,8 +12,8 @@ from pipeline import Captioner
 from pipeline.data import SPLIT_SEED, DatasetError
 from pipeline.formats import FORMATS, detect_format, load_dataset
 from conftest import write_image
-from dataset_writers import (KARPATHY_SPLITS, place_images, write_coco, write_flickr8k, write_imagefolder,
-                             write_karpathy)
+from dataset_writers import (KARPATHY_SPLITS, place_images, write_coco, write_flickr8k, write_hf_dataset,
+                             write_imagefolder, write_karpathy)
 
 SUBJECTS = ["A dog", "Two children", "A man", "A woman", "A bird", "Three girls"]
 ACTIONS = ["runs on the grass .", "plays in the sand .", "rides a red bike .", "jumps into the water ."]
@@ -69,8 +70,24 @@ def build_imagefolder_csv(root, pool):
     return root, ["--split-ratio", "0.6,0.2,0.2"]
 
 
+def build_hf_disk(root, pool):
+    """save_to_disk of a DatasetDict: train, validation, test."""
+    return write_hf_dataset(root, CAPTIONS, SPLITS, pool, "disk"), []
+
+
+def build_hf_parquet(root, pool):
+    """Parquet files named by split, as the Hub publishes them (data/train-00000-of-00001.parquet, ...)."""
+    return write_hf_dataset(root, CAPTIONS, SPLITS, pool, "parquet"), []
+
+
 BUILDERS = {"flickr8k": build_flickr8k, "karpathy": build_karpathy, "coco": build_coco,
-            "imagefolder-jsonl": build_imagefolder_jsonl, "imagefolder-csv": build_imagefolder_csv}
+            "imagefolder-jsonl": build_imagefolder_jsonl, "imagefolder-csv": build_imagefolder_csv,
+            "hf-datasets-disk": build_hf_disk, "hf-datasets-parquet": build_hf_parquet}
+
+
+def format_name(kind: str) -> str:
+    """The format a builder writes: its name, less the variant after the last dash."""
+    return kind if kind in FORMATS else kind.rpartition("-")[0]
 
 
 @pytest.mark.slow
@@ -84,8 +101,8 @@ def test_train_evaluate_and_load_on_each_format(kind, pool, tmp_path, tmp_path_f
     train.main([*common, "--out", str(out), "--epochs", "1", "--min-count", "1", "--batch-size", "8", "--no-export"])
     training = json.loads((out / "config.json").read_text())["training"]
     dataset = load_dataset(data, split_ratio=(0.6, 0.2, 0.2) if "--split-ratio" in extra else None,
-                           images=extra[1] if "--images" in extra else None)
-    assert training["data"] == {"format": kind.partition("-")[0], "source": data.name}
+                           images=extra[1] if "--images" in extra else None, cache_dir=cache)
+    assert training["data"] == {"format": format_name(kind), "source": data.name}
     assert training["train_images"] == len(dataset.split("train")) >= 6 and training["epochs_run"] == 1
 
     report = tmp_path / "report.json"
@@ -108,7 +125,7 @@ def small(n=6) -> dict[str, list[str]]:
 @pytest.mark.parametrize("kind", BUILDERS)
 def test_each_format_is_detected(kind, tmp_path):
     data, _ = BUILDERS[kind](tmp_path, None)
-    assert detect_format(data).name == kind.partition("-")[0]
+    assert detect_format(data).name == format_name(kind)
 
 
 def test_a_format_nobody_wrote_is_refused_with_the_list_of_formats(tmp_path):
@@ -633,3 +650,119 @@ def test_coco_val_is_halved_the_same_way_every_time_and_said_so_exactly(tmp_path
     assert [first == load_dataset(tmp_path).splits for _ in range(5)] == [True] * 5
     assert f"{tmp_path / 'annotations'} has no test captions: half of the val images (seed {SPLIT_SEED}) are the " \
            "test split, 2 dev / 2 test" in [r.getMessage() for r in caplog.records]
+
+
+# --- Hugging Face datasets (save_to_disk, Parquet, the Hub) --------------------------------------------------
+
+def by_content(dataset) -> dict[str, dict[str, list[str]]]:
+    """Split -> the SHA-256 of each image's bytes -> its captions: what training sees, whatever the names."""
+    from pipeline.feature_cache import content_key
+    return {split: {content_key(dataset.image_path(n)): sorted(dataset.captions[n]) for n in names}
+            for split, names in dataset.splits.items()}
+
+
+@pytest.mark.parametrize("kind", ["hf-datasets-disk", "hf-datasets-parquet"])
+def test_a_hf_dataset_gives_the_same_images_and_captions_as_the_imagefolder_of_its_images(kind, pool, tmp_path):
+    for folder, split in (("train", "train"), ("validation", "dev"), ("test", "test")):  # each image its own bytes
+        write_imagefolder(tmp_path / "folder" / folder, {n: CAPTIONS[n] for n in SPLITS[split]}, "jsonl")
+        for name in SPLITS[split]:
+            (tmp_path / "folder" / folder / name).write_bytes(pool[NAMES.index(name)].read_bytes())
+    reference = load_dataset(tmp_path / "folder")
+    data, _ = BUILDERS[kind](tmp_path / "hf", pool)
+    dataset = load_dataset(data, cache_dir=tmp_path / "cache")
+    assert dataset.format == "hf-datasets" and by_content(dataset) == by_content(reference)
+    assert all(dataset.image_path(n).read_bytes() for n in dataset.captions)  # real files, for the feature pass
+
+
+@pytest.mark.parametrize("kind", ["disk", "parquet"])
+def test_a_hf_dataset_without_splits_is_split_by_ratio_and_takes_caption_lists(kind, pool, tmp_path):
+    import datasets
+
+    rows = datasets.Dataset.from_dict({
+        "photo": [{"bytes": pool[i].read_bytes(), "path": f"{n}"} for i, n in enumerate(NAMES)],
+        "sentences": [CAPTIONS[n] for n in NAMES]}).cast_column("photo", datasets.Image())
+    path = tmp_path / ("saved" if kind == "disk" else "rows.parquet")
+    rows.save_to_disk(str(path)) if kind == "disk" else rows.to_parquet(str(path))
+    dataset = load_dataset(path, split_ratio=(0.6, 0.2, 0.2), cache_dir=tmp_path / "cache")
+    assert sorted(len(names) for names in dataset.splits.values()) == [2, 2, 8]
+    assert sorted(sorted(c) for c in dataset.captions.values()) == sorted(sorted(CAPTIONS[n]) for n in NAMES)
+    assert all(name.endswith(".jpg") for name in dataset.captions)  # the suffix of the row's path
+
+
+def test_hf_columns_may_be_named(tmp_path, pool):
+    import datasets
+
+    rows = datasets.Dataset.from_dict({"raw": [{"bytes": pool[i].read_bytes(), "path": None} for i in (0, 2)],
+                                       "other": [{"bytes": pool[1].read_bytes(), "path": None}] * 2,
+                                       "description": ["A dog runs .", "A dog plays ."]})
+    rows = rows.cast_column("raw", datasets.Image()).cast_column("other", datasets.Image())
+    rows.save_to_disk(str(tmp_path / "d"))
+    with pytest.raises(DatasetError, match="several columns of the Image type .*--image-column"):
+        load_dataset(tmp_path / "d", cache_dir=tmp_path / "c")
+    with pytest.raises(DatasetError, match="expected one caption column .*--caption-column"):
+        load_dataset(tmp_path / "d", image_column="raw", cache_dir=tmp_path / "c")
+    with pytest.raises(DatasetError, match="no column 'words' \\(--caption-column\\)"):
+        load_dataset(tmp_path / "d", image_column="raw", caption_column="words", cache_dir=tmp_path / "c")
+    dataset = load_dataset(tmp_path / "d", image_column="raw", caption_column="description",
+                           split_ratio=(1, 0, 1), cache_dir=tmp_path / "c")
+    assert sorted(dataset.captions.values()) == [["A dog plays ."], ["A dog runs ."]]
+    with pytest.raises(DatasetError, match="--image-column does not apply to the imagefolder format"):
+        load_dataset(build_imagefolder_jsonl(tmp_path / "folder", pool)[0], image_column="raw")
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda rows: rows.update(text=["A dog runs .", ""]), r"\[train\], row 1: text: expected a caption"),
+    (lambda rows: rows.update(text=["A dog runs .", None]), r"\[train\], row 1: text: expected a caption"),
+    (lambda rows: rows.update(text=[["A dog runs ."], []]), r"\[train\], row 1: the caption list in 'text' is empty"),
+    (lambda rows: rows["image"].__setitem__(0, None), r"\[train\], row 0: expected an image"),
+    (lambda rows: rows["image"].__setitem__(1, rows["image"][0]) or rows.update(split="test"),
+     r"\[test\]: an image of it is in another split too"),
+])
+def test_bad_hf_rows_are_named(tmp_path, pool, change, message):
+    import datasets
+
+    rows = {"image": [{"bytes": pool[0].read_bytes(), "path": None}, {"bytes": pool[1].read_bytes(), "path": None}],
+            "text": ["A dog runs .", "A dog plays ."]}
+    change(rows)
+    test_rows = rows.pop("split", None) and {k: v[1:] for k, v in rows.items()}
+    train = datasets.Dataset.from_dict(rows).cast_column("image", datasets.Image())
+    test = datasets.Dataset.from_dict(test_rows or {"image": [{"bytes": pool[3].read_bytes(), "path": None}],
+                                                    "text": ["A cat ."]}).cast_column("image", datasets.Image())
+    datasets.DatasetDict({"train": train, "test": test}).save_to_disk(str(tmp_path / "d"))
+    with pytest.raises(DatasetError, match=message):
+        load_dataset(tmp_path / "d", cache_dir=tmp_path / "c")
+
+
+def test_parquet_with_image_paths_reads_the_files_beside_it(tmp_path, pool):
+    import datasets
+
+    (tmp_path / "photos").mkdir()
+    for i in range(3):
+        shutil.copyfile(pool[i], tmp_path / "photos" / f"{i}.jpg")
+    rows = datasets.Dataset.from_dict({"file": [f"photos/{i}.jpg" for i in (0, 1, 2, 2)],
+                                       "caption": ["A dog .", "A cat .", "A man .", "A man sits ."]})
+    rows.to_parquet(str(tmp_path / "rows.parquet"))
+    dataset = load_dataset(tmp_path / "rows.parquet", image_column="file", split_ratio=(1, 1, 1),
+                           cache_dir=tmp_path / "c")
+    assert sorted(map(sorted, dataset.captions.values())) == [["A cat ."], ["A dog ."], ["A man .", "A man sits ."]]
+    (tmp_path / "photos" / "1.jpg").unlink()
+    with pytest.raises(DatasetError, match=r"rows.parquet, row 1: its image photos/1.jpg is not a file"):
+        load_dataset(tmp_path / "rows.parquet", image_column="file", split_ratio=(1, 1, 1), cache_dir=tmp_path / "c")
+
+
+def test_a_hub_dataset_is_read_at_its_revision_through_datasets(tmp_path, pool, monkeypatch):
+    import datasets
+
+    saved = write_hf_dataset(tmp_path / "saved", CAPTIONS, SPLITS, pool)
+    asked = []
+
+    def from_the_hub(name, revision=None, cache_dir=None):
+        asked.append((name, revision))
+        return datasets.load_from_disk(str(saved))
+
+    monkeypatch.setattr(datasets, "load_dataset", from_the_hub)
+    dataset = load_dataset("hf://someone/captions@v1.0", cache_dir=tmp_path / "c")
+    assert asked == [("someone/captions", "v1.0")] and dataset.format == "hf-datasets"
+    assert sorted(len(v) for v in dataset.splits.values()) == [2, 2, 8]
+    load_dataset("hf://someone/captions", cache_dir=tmp_path / "c")
+    assert asked[-1] == ("someone/captions", None)

@@ -7,14 +7,15 @@ import logging
 from pathlib import Path
 
 from ..data import CaptionDataset, DatasetError, DatasetFormat, LoadOptions, parse_split_ratio
-from . import coco, flickr8k, imagefolder, karpathy
+from . import coco, flickr8k, hf_datasets, imagefolder, karpathy
 
 log = logging.getLogger(__name__)
 
 # in the order detection tries them: the first that recognises the path reads it
 FORMATS: dict[str, DatasetFormat] = {f.name: f for f in (
-    flickr8k.ORIGINAL, flickr8k.KAGGLE, karpathy.FORMAT, coco.FORMAT, imagefolder.FORMAT)}
-OPTION_FLAGS = {"images": "--images", "split_ratio": "--split-ratio"}
+    flickr8k.ORIGINAL, flickr8k.KAGGLE, karpathy.FORMAT, coco.FORMAT, imagefolder.FORMAT, hf_datasets.FORMAT)}
+OPTION_FLAGS = {"images": "--images", "split_ratio": "--split-ratio", "image_column": "--image-column",
+                "caption_column": "--caption-column"}
 
 
 def formats_help() -> str:
@@ -30,15 +31,20 @@ def detect_format(path: Path) -> DatasetFormat:
 
 
 def load_dataset(path: str | Path, format_name: str | None = None, images: str | Path | None = None,
-                 split_ratio: tuple[float, float, float] | None = None, skip_missing: bool = False) -> CaptionDataset:
-    """Read the dataset at `path` (a folder or a file) in the format named, else in the one it is detected to be in."""
-    path = Path(path).expanduser()
-    if not path.exists():
+                 split_ratio: tuple[float, float, float] | None = None, skip_missing: bool = False,
+                 image_column: str | None = None, caption_column: str | None = None,
+                 cache_dir: str | Path | None = None) -> CaptionDataset:
+    """Read the dataset at `path` (a folder, a file, or hf://OWNER/NAME[@REVISION]) in the format
+    named, else in the one it is detected to be in."""
+    hub_name = hf_datasets.is_hub_name(path)  # kept as text: a Path would fold its "//"
+    path = str(path) if hub_name else Path(path).expanduser()
+    if not hub_name and not path.exists():
         raise DatasetError(f"dataset not found: {path}")
     if format_name is not None and format_name not in FORMATS:
         raise DatasetError(f"unknown dataset format {format_name!r}; the formats are {', '.join(FORMATS)}")
-    dataset_format = FORMATS[format_name] if format_name else detect_format(path)
-    options = LoadOptions(Path(images).expanduser() if images else None, split_ratio, skip_missing)
+    dataset_format = FORMATS[format_name] if format_name else hf_datasets.FORMAT if hub_name else detect_format(path)
+    options = LoadOptions(Path(images).expanduser() if images else None, split_ratio, skip_missing, image_column,
+                          caption_column, Path(cache_dir) if cache_dir else None)
     for option, flag in OPTION_FLAGS.items():
         if getattr(options, option) and option not in dataset_format.accepts:
             raise DatasetError(f"{flag} does not apply to the {dataset_format.name} format ({dataset_format.shape})")
@@ -70,7 +76,12 @@ def add_data_arguments(parser: argparse.ArgumentParser, default: str | None = No
     group.add_argument("--split-ratio", type=split_ratio_argument, metavar="TRAIN,DEV,TEST",
                        help="split data that has no splits of its own, deterministically (default 0.8,0.1,0.1; "
                             "Kaggle's Flickr8k: 6000/1000/1000 images)")
+    group.add_argument("--image-column", metavar="NAME", help="hf-datasets: the column of the images (default: the "
+                       "one of the Image type)")
+    group.add_argument("--caption-column", metavar="NAME", help="hf-datasets: the column of the captions, a string "
+                       f"or a list of strings per row (default: one of {', '.join(hf_datasets.CAPTION_COLUMNS)})")
 
 
 def dataset_from_args(args: argparse.Namespace) -> CaptionDataset:
-    return load_dataset(args.data, args.format, args.images, args.split_ratio, args.skip_missing)
+    return load_dataset(args.data, args.format, args.images, args.split_ratio, args.skip_missing, args.image_column,
+                        args.caption_column, getattr(args, "cache_dir", None))
