@@ -31,12 +31,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pipeline.beam_search import MAX_BEAM_SIZE
 from pipeline.batch import PhotoListError, caption_files, caption_record, find_photos
+from pipeline.beam_search import MAX_BEAM_SIZE
+from pipeline.cli import add_engine_arguments
 from pipeline.model_source import ModelError, add_model_arguments, load_model, resolve_model
 from pipeline.records import RecordFile, RecordFileError, format_of
 from pipeline.logs import log_to_stderr
-
+from pipeline.ray_engine import ClusterError
 
 
 def parse_args(argv=None):
@@ -47,21 +48,15 @@ def parse_args(argv=None):
     p.add_argument("--n-best", type=int, default=0, metavar="N",
                    help="also record the N best captions with their probabilities (N <= beam size)")
     p.add_argument("--batch-size", type=int, default=32, help="images per encoder pass (default 32)")
-    p.add_argument("--engine", choices=("local", "ray"), default="local",
-                   help="local: this process, image decoding in threads beside the encoder (default); "
-                        "ray: a Ray Data pipeline (requirements-batch.txt) on a local Ray, or on the cluster "
-                        "that $RAY_ADDRESS names")
-    p.add_argument("--actors", type=int,
-                   help="with --engine ray: model copies (actors), each loading the model once (default: one "
-                        "per node of the cluster; the encoder uses all of its node's cores)")
+    add_engine_arguments(p, "the captioning")
     add_model_arguments(p)
     args = p.parse_args(argv)
     if not 1 <= args.beam_size <= MAX_BEAM_SIZE:
         p.error(f"--beam-size must be between 1 and {MAX_BEAM_SIZE}")
     if not 0 <= args.n_best <= args.beam_size:
         p.error("--n-best must be between 0 and --beam-size")
-    if args.batch_size < 1 or (args.actors is not None and args.actors < 1):
-        p.error("--batch-size and --actors must be at least 1")
+    if args.batch_size < 1:
+        p.error("--batch-size must be at least 1")
     return args
 
 
@@ -89,7 +84,7 @@ def main(argv=None):
                     captioner, _ = load_model(folder, encoder=args.encoder)
                     caption_files(captioner, todo, write, batch_size=args.batch_size, beam_size=args.beam_size,
                                   n_best=args.n_best)
-    except (PhotoListError, RecordFileError, ModelError) as error:
+    except (PhotoListError, RecordFileError, ModelError, ClusterError) as error:
         raise SystemExit(f"error: {error}") from None
 
 

@@ -32,8 +32,9 @@ from pipeline import Captioner
 from pipeline.artifact import WEIGHTS_FILE
 from pipeline.bertscore import DEFAULT_MODEL, bertscore, load_scorer
 from pipeline.captioner import ENCODER_CHOICES
-from pipeline.feature_cache import extract_features
 from pipeline.files import atomic_path, sha256_of, write_text_atomically
+from pipeline.cli import add_engine_arguments
+from pipeline.feature_cache import features_or_exit
 from pipeline.formats import add_data_arguments, dataset_from_args
 from pipeline.metrics import caption_metrics
 from pipeline.logs import log_to_stderr
@@ -80,6 +81,7 @@ def parse_args(argv=None):
                          "the path itself is never written, since reports get published)")
     bs.add_argument("--no-bertscore", action="store_true", help="skip BERTScore (quick runs, no torch)")
     add_data_arguments(p)
+    add_engine_arguments(p, "the feature pass (the images not in the feature cache yet)")
     args = p.parse_args(argv)
     if not args.bertscore_model_name:
         local = Path(args.bertscore_model).exists()
@@ -159,7 +161,7 @@ def main(argv=None):
     scorer = None if args.no_bertscore else load_bertscore(args.bertscore_model, args.bertscore_layers,
                                                            args.bertscore_model_name)
     captioner = Captioner.from_pretrained(args.weights, args.backbone_weights, encoder=args.encoder)
-    features = extract_features(captioner.image_encoder, dataset.image_dir, names, args.cache_dir)
+    features = features_or_exit(captioner.image_encoder, dataset.image_dir, names, args)
 
     started = time.perf_counter()
     predictions = {}

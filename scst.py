@@ -23,6 +23,8 @@ from tqdm import tqdm
 from pipeline.artifact import SELF_CRITICAL_LOG, ArtifactError
 from pipeline.captioner import ENCODER_CHOICES, load_artifact
 from pipeline.data import DatasetError
+from pipeline.cli import add_engine_arguments
+from pipeline.feature_cache import features_or_exit
 from pipeline.formats import add_data_arguments, dataset_from_args
 from pipeline.scst import BASELINES
 from pipeline.logs import log_to_stderr
@@ -56,6 +58,7 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fresh", action="store_true", help="start over even if OUT holds an interrupted run")
     add_data_arguments(p)
+    add_engine_arguments(p, "the feature pass (the images not in the feature cache yet)")
     args = p.parse_args(argv)
     if args.epochs < 1:
         p.error("--epochs must be at least 1")
@@ -84,7 +87,6 @@ def main(argv=None):
     from pipeline.captioner import load_image_encoder
     from pipeline.decoder import decoder_steps, layer_weights
     from pipeline.familiarity import Familiarity
-    from pipeline.feature_cache import extract_features
     from pipeline.scst import CiderD, leave_one_out_advantages, reward_references, sample_captions
     from pipeline.training import DevCider, ResumableTraining, SelfCriticalStep
 
@@ -97,7 +99,7 @@ def main(argv=None):
         train_names, dev_names = train_names[:args.limit_images], dev_names[:max(1, args.limit_images // 4)]
     image_encoder = load_image_encoder(source, config, args.encoder, args.backbone_weights)
     log.info("features from %s", image_encoder.name)
-    features = extract_features(image_encoder, dataset.image_dir, train_names + dev_names, args.cache_dir)
+    features = features_or_exit(image_encoder, dataset.image_dir, train_names + dev_names, args)
     train_features, dev_features = features[:len(train_names)], features[len(train_names):]
     reward = CiderD(reward_references({name: dataset.captions[name] for name in train_names}))
 

@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 
 from pipeline.artifact import TRAINING_LOG
+from pipeline.cli import add_engine_arguments
+from pipeline.feature_cache import features_or_exit
 from pipeline.formats import add_data_arguments, dataset_from_args
 from pipeline.openvino_encoder import add_export_arguments
 from pipeline.vocab import Vocabulary, clean_caption
@@ -51,6 +53,7 @@ def parse_args(argv=None):
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="publish the model folder to this Hub repo")
     p.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
     add_data_arguments(p)
+    add_engine_arguments(p, "the feature pass (the images not in the feature cache yet)")
     add_export_arguments(p)
     args = p.parse_args(argv)
     if args.no_export and args.features_from == "exported":
@@ -69,7 +72,6 @@ def main(argv=None):
     from pipeline.artifact import build_keras_decoder, make_config, save_artifact, write_config
     from pipeline.encoder import ImageEncoder
     from pipeline.familiarity import Familiarity
-    from pipeline.feature_cache import extract_features
     from pipeline.openvino_encoder import OpenVINOEncoder, export
     from pipeline.training import (DevCider, ResumableTraining, caption_sequences, make_dataset, masked_accuracy,
                                    masked_loss)
@@ -95,7 +97,7 @@ def main(argv=None):
         exported = export(encoder, out, args.weight_format, args.precision, args.float32_blocks)
         feature_encoder = OpenVINOEncoder(out, exported, encoder.fingerprint)
     log.info("features from %s", feature_encoder.name)
-    features = extract_features(feature_encoder, dataset.image_dir, train_names + dev_names, args.cache_dir)
+    features = features_or_exit(feature_encoder, dataset.image_dir, train_names + dev_names, args)
     train_features, dev_features = features[:len(train_names)], features[len(train_names):]
     train_index, train_seqs = caption_sequences(dataset, train_names, vocab, args.max_words, args.remove_stop_words)
     dev_index, dev_seqs = caption_sequences(dataset, dev_names, vocab, args.max_words, args.remove_stop_words)

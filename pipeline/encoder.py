@@ -56,6 +56,10 @@ class PixelEncoder:
     def cache_key(self) -> str:
         raise NotImplementedError
 
+    def spec(self) -> dict:
+        """What encoder_from_spec rebuilds this encoder from, in another process (a Ray actor)."""
+        raise NotImplementedError
+
     def encode(self, images, batch_size: int = 32) -> np.ndarray:
         """Features (N, 2048) for images given as paths, bytes, PIL images or arrays."""
         out = []
@@ -117,3 +121,14 @@ class ImageEncoder(PixelEncoder):
 
     def cache_key(self) -> str:
         return cache_key(backbone=BACKBONE, weights=self.fingerprint)
+
+    def spec(self) -> dict:
+        return {"runtime": "keras", "weights": self.weights}
+
+
+def encoder_from_spec(spec: dict) -> PixelEncoder:
+    """The encoder that PixelEncoder.spec described: a Keras backbone, or a model folder's export."""
+    if spec["runtime"] == "keras":
+        return ImageEncoder(spec["weights"])
+    from .openvino_encoder import OpenVINOEncoder
+    return OpenVINOEncoder(spec["folder"], spec["exported"], spec["fingerprint"])

@@ -16,6 +16,9 @@ log = logging.getLogger(__name__)
 CACHE_ENV = "CAPTION_CACHE_DIR"
 # A part's temporary file lives for the second np.savez takes; one this old was left by a crash.
 STALE_TMP_SECONDS = 3600
+# The Ray pass commits what has come back at least this often, whatever the chunk size: a killed
+# run loses at most this much of the cluster's work
+COMMIT_EVERY_S = 20
 
 
 def default_cache_dir() -> Path:
@@ -75,18 +78,58 @@ class FeatureCache:
 
 
 def extract_features(encoder, image_dir: Path, names, cache_root: str | Path | None = None,
-                     batch_size: int = 32, chunk_size: int = 512) -> np.ndarray:
-    """Features for `names` (files in `image_dir`), computing only those not cached yet."""
+                     batch_size: int = 32, chunk_size: int = 512, engine: str = "local",
+                     actors: int | None = None) -> np.ndarray:
+    """Features for `names` (files in `image_dir`), computing only those not cached yet.
+
+    engine "local" encodes here; "ray" on a Ray pool of copies of `encoder` (pipeline/ray_engine.py),
+    whose features come back to this process and are cached here, keyed as the local pass keys them.
+    Either way each finished chunk is committed as it is done, so a killed run resumes with it.
+    """
     cache = FeatureCache(cache_root or default_cache_dir(), encoder.cache_key())
     keys = {name: content_key(Path(image_dir) / name) for name in dict.fromkeys(names)}
     todo = {key: name for name, key in keys.items() if key not in cache.features}  # one per content
     if todo:
-        log.info("extracting features of %d image(s) into %s (%d already cached)",
-                 len(todo), cache.dir, len(keys) - len(todo))
+        log.info("extracting features of %d image(s) into %s (%d already cached), engine %s",
+                 len(todo), cache.dir, len(keys) - len(todo), engine)
         pending = list(todo.items())
         with tqdm(total=len(pending), desc="image features", unit="img") as bar:
-            for i in range(0, len(pending), chunk_size):
-                chunk_keys, chunk_names = zip(*pending[i:i + chunk_size])
-                cache.add(list(chunk_keys), encoder.encode([Path(image_dir) / n for n in chunk_names], batch_size))
+            for chunk_keys, features in _encoded_chunks(encoder, image_dir, pending, batch_size, chunk_size, engine,
+                                                        actors):
+                cache.add(chunk_keys, features)
                 bar.update(len(chunk_keys))
     return cache.get([keys[name] for name in names])
+
+
+def _encoded_chunks(encoder, image_dir: Path, pending: list[tuple[str, str]], batch_size: int, chunk_size: int,
+                    engine: str, actors: int | None):
+    """(keys, features) of `pending` (key, name) pairs, a chunk of about `chunk_size` at a time."""
+    if engine == "local":
+        for i in range(0, len(pending), chunk_size):
+            chunk_keys, chunk_names = zip(*pending[i:i + chunk_size])
+            yield list(chunk_keys), encoder.encode([Path(image_dir) / n for n in chunk_names], batch_size)
+        return
+    if engine != "ray":
+        raise ValueError(f"engine must be local or ray, got {engine!r}")
+    from .ray_engine import encode_with_ray
+
+    key_of = {str(Path(image_dir) / name): key for key, name in pending}
+    done_keys, done, committed = [], [], time.monotonic()
+    for paths, features in encode_with_ray(encoder, list(key_of), batch_size=batch_size, actors=actors):
+        done_keys += [key_of[path] for path in paths]
+        done.append(features)
+        if len(done_keys) >= chunk_size or time.monotonic() - committed > COMMIT_EVERY_S:
+            yield done_keys, np.concatenate(done)
+            done_keys, done, committed = [], [], time.monotonic()
+    if done_keys:
+        yield done_keys, np.concatenate(done)
+
+
+def features_or_exit(encoder, image_dir: Path, names, args) -> np.ndarray:
+    """extract_features as an entry point's --cache-dir, --engine and --actors ask, exiting with the
+    reason when the Ray cluster cannot run it."""
+    from .ray_engine import ClusterError
+    try:
+        return extract_features(encoder, image_dir, names, args.cache_dir, engine=args.engine, actors=args.actors)
+    except ClusterError as error:
+        raise SystemExit(f"error: {error}") from None

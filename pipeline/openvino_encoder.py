@@ -82,6 +82,7 @@ class OpenVINOEncoder(PixelEncoder):
             log.info("this CPU has no native bfloat16: the encoder runs in float32")
             self.precision, float32_blocks = "f32", 0
         self.fingerprint, self._sha256, self.weights = backbone_fingerprint, exported["sha256"], str(folder)
+        self._exported = exported
         self.plan = f"{self.precision}, the first {float32_blocks} blocks in f32" if float32_blocks else self.precision
         self.name = f"openvino, {exported.get('weights', 'float32')} weights, {self.plan} compute"
         core = ov.Core()
@@ -109,6 +110,10 @@ class OpenVINOEncoder(PixelEncoder):
 
     def cache_key(self) -> str:
         return cache_key(runtime=RUNTIME, file=self._sha256, precision=self.plan)
+
+    def spec(self) -> dict:
+        return {"runtime": RUNTIME, "folder": str(Path(self.weights).resolve()), "exported": self._exported,
+                "fingerprint": self.fingerprint}
 
 
 def split_after_block(head, tail, blocks: int):

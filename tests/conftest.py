@@ -119,6 +119,59 @@ def app_url(tiny_model, random_encoder):
     demo.close()
 
 
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory):
+    """A real two-node Ray cluster: a head and a second node started by `ray start` (1 CPU each,
+    token authentication on, as Ray 2.60 starts it), in a temporary folder of its own, and
+    stopped by their own process groups, never a machine-wide `ray stop`. Yields the environment
+    a driver joins it with, as the README says."""
+    import secrets
+    import shutil
+    import signal
+    import subprocess
+    import tempfile
+    import time
+
+    folder = tmp_path_factory.mktemp("ray-cluster")
+    # Ray's socket paths live under its temp dir and may not pass 107 bytes: a short one of our own
+    ray_temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+    port = free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
+           "RAY_USAGE_STATS_ENABLED": "0"}
+    common = ["--node-ip-address=127.0.0.1", "--num-cpus", "1", "--disable-usage-stats", "--block"]
+    commands = {"head": ["ray", "start", "--head", "--port", str(port), "--temp-dir", ray_temp,
+                         "--include-dashboard", "false", *common],
+                "node": ["ray", "start", "--address", f"127.0.0.1:{port}", *common]}
+    nodes = []
+    try:
+        for name, command in commands.items():
+            log = folder / f"{name}.log"
+            nodes.append(subprocess.Popen(command, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                                          start_new_session=True))
+            deadline = time.monotonic() + 120
+            while "Ray runtime started" not in log.read_text() and time.monotonic() < deadline:
+                assert nodes[-1].poll() is None, f"ray start ({name}) failed:\n{log.read_text()[-3000:]}"
+                time.sleep(0.5)
+        yield {**env, "RAY_ADDRESS": f"127.0.0.1:{port}"}
+    finally:
+        for node in reversed(nodes):
+            stop_group(node.pid, signal.SIGTERM)
+        for node in reversed(nodes):
+            try:
+                node.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                stop_group(node.pid, signal.SIGKILL)
+        shutil.rmtree(ray_temp, ignore_errors=True)
+
+
+def stop_group(pid: int, sig: int) -> None:
+    """Signal the process group that `pid` leads (started with start_new_session), if it is still there."""
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

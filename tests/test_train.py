@@ -167,3 +167,54 @@ def test_bad_data_is_refused_before_the_previous_log_is_touched(tmp_path):
     with pytest.raises(DatasetError):
         train.main(["--data", str(tmp_path / "no-such-dataset"), "--out", str(out), "--fresh"])
     assert (out / "training_log.csv").read_text() == "epoch,loss\n0,4.1\n"
+
+
+def cached_parts(cache) -> list[list[str]]:
+    """The keys of each part of every feature cache folder under `cache`."""
+    parts = []
+    for part in sorted(cache.glob("features/*/part-*.npz")):
+        with np.load(part) as data:
+            parts.append(data["keys"].tolist())
+    return parts
+
+
+@needs_shared
+@pytest.mark.slow
+def test_the_feature_pass_on_a_two_node_ray_cluster_resumes_and_matches_the_local_pass(ray_cluster, random_encoder,
+                                                                                      tmp_path):
+    """train.py --engine ray on 300 Flickr8k images (240 train, 60 dev), on a real two-node cluster joined
+    through RAY_ADDRESS: killed (-9) once it has committed some features, run again, then trained on."""
+    from pipeline.feature_cache import content_key, extract_features
+    from pipeline.formats import load_dataset
+
+    cache, out = tmp_path / "cache", tmp_path / "model"
+    command = [sys.executable, str(ROOT / "train.py"), "--data", str(SHARED_FLICKR8K), "--out", str(out),
+               "--backbone-weights", "none", "--limit-images", "240", "--epochs", "1", "--min-count", "2",
+               "--cache-dir", str(cache), "--engine", "ray", "--no-export"]
+    log = open(tmp_path / "first.log", "w")
+    first = subprocess.Popen(command, cwd=ROOT, env=ray_cluster, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 600
+        while first.poll() is None and not cached_parts(cache) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+        first.send_signal(signal.SIGKILL)
+    finally:
+        first.wait()
+    committed = sum(map(len, cached_parts(cache)))
+    assert 0 < committed < 300
+    rerun = subprocess.run(command, cwd=ROOT, env=ray_cluster, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"({committed} already cached), engine ray" in rerun.stderr and "img/s" in rerun.stderr
+    assert json.loads((out / "config.json").read_text())["training"]["epochs_run"] == 1  # the training that follows
+
+    dataset = load_dataset(SHARED_FLICKR8K)
+    names = dataset.split("train")[:240] + dataset.split("dev")[:60]
+    keys = [key for part in cached_parts(cache) for key in part]
+    assert len(keys) == len(set(keys)) == len({content_key(dataset.image_path(n)) for n in names})  # each once
+    on_ray = extract_features(random_encoder, dataset.image_dir, names, cache)  # all cached: nothing encoded here
+    local = extract_features(random_encoder, dataset.image_dir, names, tmp_path / "local-cache")
+    largest = float(np.abs(on_ray - local).max())
+    print(f"\nray vs local features of {len(names)} images: largest difference {largest:.3g}, "
+          f"{np.mean(np.all(on_ray == local, axis=1)):.1%} identical")
+    assert largest < 1e-4
