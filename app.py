@@ -13,6 +13,7 @@ import argparse
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 
 from pipeline.gradio_stubs import skip_stub_generation
@@ -33,6 +34,7 @@ from pipeline.model_source import ModelError, add_model_arguments  # noqa: E402
 from pipeline.records import Csv  # noqa: E402
 from pipeline.logs import log_to_stderr  # noqa: E402
 from serving.inputs import LINK_STAND_IN, NO_LINKS, beam_slider, photo_files_input, photo_input  # noqa: E402
+from serving.admission import admit_by_wait  # noqa: E402
 from serving.memory import give_back_freed_memory  # noqa: E402
 from serving.request_limits import RequestLimits  # noqa: E402
 from serving.uploads import DELETE_UPLOADS, MAX_UPLOAD_BYTES, CountedUploads, read_upload  # noqa: E402
@@ -42,7 +44,10 @@ EXAMPLES = Path(__file__).resolve().parent / "examples"
 # second request of a tab would only make both slower; the queue holds the rest. A batch and a
 # photo may run side by side: the batch takes the encoder a slice at a time (BATCH_SLICE), so the
 # photo waits for one slice, not for the whole batch.
-CONCURRENCY_LIMIT, QUEUE_SIZE = 1, 32
+CONCURRENCY_LIMIT = 1
+# Requests join while the wait they would have stays under MAX_WAIT_S (serving/admission.py); the
+# queue's own bound is only a backstop on what waiting requests hold
+MAX_WAIT_S, QUEUE_SIZE = 30, 1000
 PHOTO_QUEUE, BATCH_QUEUE = "photo", "batch"
 # A batch request holds its tab for all its photos while the queue waits: a cap keeps that short
 MAX_BATCH_PHOTOS = 32
@@ -53,69 +58,115 @@ BATCH_SLICE = 8
 # is about 20 KB of JSON; uploads, MAX_BATCH_PHOTOS files at the upload limit
 MAX_REQUEST_BYTES = 256 * 1024
 MAX_UPLOAD_REQUEST_BYTES = MAX_BATCH_PHOTOS * MAX_UPLOAD_BYTES + 2**20
-BATCH_COLUMNS = ["file", "caption", "error"]
+BATCH_COLUMNS = ["file", "caption", "familiarity", "unfamiliar", "error"]
+API_PHOTO_NOTE = ("Send the photo's file (gradio_client: handle_file(path); @gradio/client: a Blob or File): the "
+                  "app never fetches a link. The beam size is a whole number from 1 to 10.")
 
 # beside a caption of a photo whose features are far from every training photo's (pipeline/familiarity.py)
 UNFAMILIAR_NOTE = ("This photo looks unlike the photos the model learnt from (mostly people, dogs and outdoor "
                    "scenes), so the caption may well be wrong.")
 
+TITLE = "Flickr8k image captioner"
 DESCRIPTION = """Upload a photo and get a one-sentence English description. An Xception image encoder
 and an LSTM decoder trained on the 6,000 training photos of [Flickr8k](https://doi.org/10.1613/jair.3994):
-it knows people, dogs and outdoor scenes best. A larger beam size weighs more candidate sentences; the
-table lists the best ones with the probability the model gives each. Photos are not logged, and the
-server deletes each one as soon as it is captioned."""
+it knows people, dogs and outdoor scenes best, and says so when a photo is unlike them. A larger beam
+size weighs more candidate sentences; the bars show the best ones, each with its share of their
+probability. Photos are not logged, and the server deletes each one as soon as it is captioned."""
+# the caption reads as the page's answer; tables wrap their text instead of cutting it off
+CSS = """#caption textarea { font-size: 1.6rem; line-height: 1.35; font-weight: 600; }
+#familiarity-note { border-left: 4px solid #d97706; padding-left: 0.75rem; }
+#familiarity-note:empty, #familiarity-note:has(.prose:empty) { display: none; }
+"""
 BATCH_DESCRIPTION = f"""Up to {MAX_BATCH_PHOTOS} photos at once: a row per photo with its caption, or why it has none,
 and the table as a CSV file. The photos are deleted as soon as they are captioned; the CSV file (names
 and captions) stays on the server for at most ten minutes. For thousands of photos, run `caption.py`."""
 
 
-def photo_interface(captioner: Captioner, uploads: CountedUploads,
-                    model_description: str | None = None) -> gr.Interface:
-    """The first tab: one photo, its caption and the beam's best captions (/caption)."""
+def probability_shares(description) -> dict[str, float]:
+    """The best captions as a person reads them: each one's share of the probability the list holds
+    (the model's own probabilities of whole sentences are tiny numbers such as 5.3e-8)."""
+    total = sum(c.probability for c in description.n_best) or 1.0
+    return {c.text: c.probability / total for c in description.n_best}
 
-    def caption(image: str | None, beam_size: int):
-        """The photo's best caption, and the beam's best captions with their probabilities."""
+
+def familiarity_note(description) -> str:
+    """The note beside a caption: said only of a photo unlike the training photos."""
+    return f"**Unfamiliar photo.** {UNFAMILIAR_NOTE}" if description.unfamiliar else ""
+
+
+def photo_tab(captioner: Captioner, uploads: CountedUploads) -> None:
+    """The first tab: one photo; its caption, the familiarity note, the beam's best captions (/caption, /describe)."""
+
+    def describe(image: str | None, beam_size: int):
+        """The photo's Description (caption, n-best, familiarity)."""
         if image is None:
             raise gr.Error("Upload a photo first.", print_exception=False)
         if image == LINK_STAND_IN:
             raise gr.Error(NO_LINKS, print_exception=False)
         try:
             # bytes, not the path: error messages then never show the server's upload folder
-            description = captioner.describe(read_upload(Path(image)), beam_size)
+            return captioner.describe(read_upload(Path(image)), beam_size)
         except ImageError as error:  # the user's file, not a fault: no traceback in the server's log
             raise gr.Error(f"Cannot caption this file: {error}", print_exception=False) from None
         finally:
             uploads.done_with(image)
             give_back_freed_memory()
-        if description.unfamiliar:
-            # a note shown on the page beside the caption, not an output: API callers get the same two values
-            gr.Warning(UNFAMILIAR_NOTE, title="Unfamiliar photo")
-        # sentence probabilities are tiny numbers: keep significant digits, not decimals
-        return description.caption, [[c.text, float(f"{c.probability:.3g}")] for c in description.n_best]
 
-    interface = gr.Interface(
-        fn=caption,
-        inputs=photo_input(),
-        additional_inputs=beam_slider(),
-        additional_inputs_accordion=gr.Accordion("Options", open=True),
-        outputs=[gr.Textbox(label="Caption"),
-                 gr.Dataframe(headers=["caption", "probability"], datatype=["str", "number"],
-                              column_widths=["80%", "20%"], label="Best captions", interactive=False)],
-        examples=[[str(path)] for path in sorted(EXAMPLES.glob("*.jpg"))],
-        cache_examples=False,  # a click runs the model in well under a second; no start-up pass over them
-        title="Flickr8k image captioner",
-        description=DESCRIPTION,
-        # which weights answer, for users and their bug reports
-        article=f"Model: {model_description}." if model_description else None,
-        api_name="caption",  # served as /caption; gradio_client and embeds rely on it
-        concurrency_limit=CONCURRENCY_LIMIT,
-        # people's own photos: flagging would save them on the server, so only the operator turns it on
-        flagging_mode=os.environ.get("GRADIO_FLAGGING_MODE", "never"),
-    )
-    for event in interface.fns.values():
-        if event.api_name == "caption":
-            event.concurrency_id = PHOTO_QUEUE
-    return interface
+    def caption(image: str | None, beam_size: int):
+        """The photo's best caption, and the beam's best captions with their probabilities."""
+        description = describe(image, beam_size)
+        # sentence probabilities are tiny numbers: keep significant digits, not decimals
+        table = [[c.text, float(f"{c.probability:.3g}")] for c in description.n_best]
+        return description.caption, table, description
+
+    def describe_api(image: str | None, beam_size: int) -> dict:
+        """caption, familiarity (0-1: the share of dev photos at least as far from the training
+        photos; null for a model without the calibration), unfamiliar, and the best captions."""
+        description = describe(image, beam_size)
+        return {"caption": description.caption, "familiarity": description.familiarity,
+                "unfamiliar": description.unfamiliar,
+                "best": [{"caption": c.text, "probability": c.probability} for c in description.n_best]}
+
+    with gr.Row(equal_height=False):
+        with gr.Column():
+            photo = photo_input()
+            beam_size = beam_slider()
+            with gr.Row():
+                clear = gr.ClearButton(value="Clear")
+                submit = gr.Button("Caption it", variant="primary")
+        with gr.Column():
+            caption_box = gr.Textbox(label="Caption", elem_id="caption", lines=2, interactive=False)
+            note = gr.Markdown(elem_id="familiarity-note")
+            shares = gr.Label(label="Best captions: each one's share of their probability", elem_id="best-captions")
+            # /caption's second output, as API callers have always had it; the page shows `shares`
+            best = gr.Dataframe(headers=["caption", "probability"], datatype=["str", "number"], visible=False,
+                                label="Best captions", interactive=False)
+    gr.Examples([[str(path)] for path in sorted(EXAMPLES.glob("*.jpg"))], inputs=[photo])
+    described = gr.State()
+    # Clear empties the photo and what was said of it; the options stay as they were
+    clear.add([photo, caption_box, note, shares, best])
+    photo.change(lambda: "", None, note, api_visibility="private", queue=False)  # the note stays until the next photo
+    submit.click(caption, [photo, beam_size], [caption_box, best, described], api_name="caption",
+                 api_description=API_PHOTO_NOTE, concurrency_limit=CONCURRENCY_LIMIT, concurrency_id=PHOTO_QUEUE
+                 ).success(lambda d: (familiarity_note(d), probability_shares(d)), described, [note, shares],
+                           api_visibility="private", queue=False)
+    with gr.Column(visible=False):  # /describe: the same photo and beam size in, JSON out
+        api_photo, api_beam, api_out = photo_input(), beam_slider(), gr.JSON()
+        gr.Button().click(describe_api, [api_photo, api_beam], api_out, api_name="describe",
+                          api_description="The caption with the photo's familiarity. " + API_PHOTO_NOTE,
+                          concurrency_limit=CONCURRENCY_LIMIT, concurrency_id=PHOTO_QUEUE)
+    flagging(captioner, [photo, beam_size, caption_box])
+
+
+def flagging(captioner: Captioner, components: list) -> None:
+    """A Flag button saving the photo and its caption under .gradio/flagged/, only where the
+    operator sets GRADIO_FLAGGING_MODE=manual: people's own photos are not kept otherwise."""
+    if os.environ.get("GRADIO_FLAGGING_MODE", "never") != "manual":
+        return
+    logger = gr.CSVLogger()
+    logger.setup(components, Path(".gradio") / "flagged")
+    gr.Button("Flag").click(lambda *values: logger.flag(list(values)) and None, components, None,
+                            preprocess=False, api_visibility="private")
 
 
 def batch_csv(rows: list[list[str]]) -> str:
@@ -125,6 +176,16 @@ def batch_csv(rows: list[list[str]]) -> str:
         tmp.write_text(Csv.header(BATCH_COLUMNS) + Csv.format([dict(zip(BATCH_COLUMNS, row)) for row in rows],
                                                                 BATCH_COLUMNS), encoding="utf-8", newline="")
     return str(folder / "captions.csv")
+
+
+def batch_row(name: str, result) -> list:
+    """A batch table's row: the file, its caption, familiarity (0-1, blank without a calibration)
+    and whether it is unfamiliar ("yes"/"no"), or why it has no caption."""
+    if isinstance(result, str):
+        return [name, "", None, "", result]
+    familiarity = None if result.familiarity is None else round(result.familiarity, 3)
+    unfamiliar = "" if result.familiarity is None else "yes" if result.unfamiliar else "no"
+    return [name, result.caption, familiarity, unfamiliar, ""]
 
 
 def load_photo(photo: str):
@@ -155,8 +216,7 @@ def batch_tab(captioner: Captioner, uploads: CountedUploads) -> None:
                 uploads.done_with(photo)
             give_back_freed_memory()
         names = ["(a link)" if photo == LINK_STAND_IN else Path(photo).name for photo in photos]
-        rows = [[name, "", result] if isinstance(result, str) else [name, result.caption, ""]
-                for name, result in zip(names, results)]
+        rows = [batch_row(name, result) for name, result in zip(names, results)]
         return rows, batch_csv(rows)
 
     gr.Markdown(BATCH_DESCRIPTION)
@@ -165,25 +225,30 @@ def batch_tab(captioner: Captioner, uploads: CountedUploads) -> None:
             photos, beam_size = photo_files_input(), beam_slider()
             button = gr.Button("Caption them", variant="primary")
         with gr.Column():
-            table = gr.Dataframe(headers=BATCH_COLUMNS, datatype=["str", "str", "str"], label="Captions",
-                                 interactive=False)
+            table = gr.Dataframe(headers=BATCH_COLUMNS, datatype=["str", "str", "number", "str", "str"],
+                                 label="Captions", interactive=False, wrap=True,
+                                 column_widths=["20%", "35%", "13%", "12%", "20%"])
             download = gr.DownloadButton("Download the table as CSV")
     button.click(caption_batch, [photos, beam_size], [table, download], api_name="caption_batch",
+                 api_description=f"At most {MAX_BATCH_PHOTOS} photos. " + API_PHOTO_NOTE,
                  concurrency_limit=CONCURRENCY_LIMIT, concurrency_id=BATCH_QUEUE)
 
 
-def build_demo(captioner: Captioner, model_description: str | None = None) -> gr.Blocks:
+def build_demo(captioner: Captioner, model_description: str | None = None, seconds_per_photo: float = 1.0) -> gr.Blocks:
     """The app around `captioner`: a tab for one photo, one for many; `model_description`
-    (pipeline.hub.describe_weights) goes in the footer."""
+    (pipeline.hub.describe_weights) goes in the footer; `seconds_per_photo`, what a request is
+    taken to cost until the queue has measured it."""
     uploads = CountedUploads(keep=EXAMPLES)  # both tabs' uploads: the same photo may be in a request of each
-    # built outside the page: an Interface made inside a Blocks renders itself there, and again in its tab
-    single = photo_interface(captioner, uploads, model_description)
-    with gr.Blocks(title="Flickr8k image captioner", delete_cache=DELETE_UPLOADS) as demo:
+    with gr.Blocks(title=TITLE, delete_cache=DELETE_UPLOADS) as demo:
+        gr.Markdown(f"# {TITLE}\n{DESCRIPTION}")
         with gr.Tab("One photo"):
-            single.render()
+            photo_tab(captioner, uploads)
         with gr.Tab("Many photos"):
             batch_tab(captioner, uploads)
+        if model_description:  # which weights answer, for users and their bug reports
+            gr.Markdown(f"Model: {model_description}.")
     demo.queue(max_size=QUEUE_SIZE)
+    admit_by_wait(demo, MAX_WAIT_S, seconds_per_photo)
     # the sweep iterates the same object, so it goes on seeing every upload; it takes the uploads'
     # set last, whose end removes the folders the sweep has emptied (serving/uploads.py)
     demo.temp_file_sets[:] = [files for files in demo.temp_file_sets if files is not demo.upload_file_set] + [uploads]
@@ -204,8 +269,9 @@ def start(model: str | Path | None = None, revision: str | None = None, encoder:
         captioner, folder = model_source.load_model(model, revision, encoder, fallback)
     except ModelError as error:
         raise SystemExit(f"error: {error}") from None
+    started = time.perf_counter()
     captioner.warm_up()
-    return build_demo(captioner, describe_weights(folder)), captioner
+    return build_demo(captioner, describe_weights(folder), time.perf_counter() - started), captioner
 
 
 def parse_args(argv=None):
@@ -230,7 +296,7 @@ def serve(demo: gr.Blocks, host: str | None = None, port: int | None = None, **l
     limits = Middleware(RequestLimits, max_body_bytes=MAX_REQUEST_BYTES, max_file_references=MAX_BATCH_PHOTOS,
                         max_upload_bytes=MAX_UPLOAD_REQUEST_BYTES, on_refused=demo.upload_file_set.refused)
     return demo.launch(server_name=host, server_port=port, max_file_size=MAX_UPLOAD_BYTES, run_history=run_history,
-                       app_kwargs={"middleware": [limits]}, **launch_options)
+                       app_kwargs={"middleware": [limits]}, css=CSS, **launch_options)
 
 
 def main(argv=None):

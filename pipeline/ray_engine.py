@@ -40,6 +40,9 @@ FORWARDED_ENV_PREFIX = "CAPTION_"
 # whose resources match, and decoding fused into the actors would run between encoder passes
 # instead of beside them.
 ACTOR_CPUS, DECODE_CPUS = 0.5, 0.25
+# Decoding tasks at once, per actor: the small CPU reservation would otherwise let Ray run six on
+# two cores beside the encoder, which then ran at a third of its speed (bench.py --throughput)
+DECODERS_PER_ACTOR = 2
 STALL_WARNING_S = 60  # no batch back for this long: say what the cluster lacks
 
 
@@ -139,7 +142,8 @@ def map_with_actors(paths: list[str], actor_class, constructor_kwargs: dict, *, 
     actors = actors or default_actors()
     check_fits(actors)
     dataset = (ray.data.from_items([{"path": path} for path in paths])
-               .map_batches(decode_batch, batch_size=batch_size, num_cpus=DECODE_CPUS)
+               .map_batches(decode_batch, batch_size=batch_size, num_cpus=DECODE_CPUS,
+                            concurrency=DECODERS_PER_ACTOR * actors)
                .map_batches(actor_class, batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=actors),
                             num_cpus=ACTOR_CPUS, fn_constructor_kwargs=constructor_kwargs))
     with StallWarning() as watch:

@@ -36,6 +36,19 @@ class FilesOnly:
             raise gr.Error(NOT_A_FILE, print_exception=False) from None
 
 
+SENT_AS_A_FILE = ("The photo's file, uploaded by the client (gradio_client: handle_file(path); @gradio/client: a "
+                  "Blob or File). Links are refused: the app never fetches one.")
+EXAMPLE_FILE = {"path": "photo.jpg", "meta": {"_type": "gradio.FileData"}, "orig_name": "photo.jpg"}
+
+
+def without_links(schema):
+    """A component's API schema with each description that offers a URL saying to send the file instead."""
+    if isinstance(schema, dict):
+        return {key: SENT_AS_A_FILE if key == "description" and isinstance(value, str) and "url" in value.lower()
+                else without_links(value) for key, value in schema.items()}
+    return [without_links(item) for item in schema] if isinstance(schema, list) else schema
+
+
 def is_link(payload) -> bool:
     """Whether a file reference names a link, not an upload (a link sent as a stream stays one)."""
     return is_http_url_like(str(payload.path))
@@ -43,7 +56,7 @@ def is_link(payload) -> bool:
 
 def files_only(component: gr.components.Component) -> gr.components.Component:
     """`component`, made to hand the handler LINK_STAND_IN in place of any photo given as a link,
-    and to refuse values that are not file references.
+    to refuse values that are not file references, and to say so on the API page.
 
     Given a URL, Gradio would download it with no size or time limit, holding the one request
     slot meanwhile: the upload limit would not apply. A link sent as a stream is not downloaded
@@ -59,6 +72,11 @@ def files_only(component: gr.components.Component) -> gr.components.Component:
 
     component.async_move_resource_to_block_cache = refuse
     component.data_model = FilesOnly(component.data_model)
+    # the API page and its snippets: Gradio's own offer a link (handle_file('https://.../bus.png'))
+    schema, many = without_links(component.api_info()), isinstance(component.example_payload(), list)
+    component.api_info = lambda: schema
+    component.example_payload = lambda: [EXAMPLE_FILE] if many else EXAMPLE_FILE
+    component.example_value = lambda: [EXAMPLE_FILE["path"]] if many else EXAMPLE_FILE["path"]
     return component
 
 

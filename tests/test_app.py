@@ -147,19 +147,25 @@ class GatedCaptioner:
                 self.running -= 1
 
 
-def test_one_request_runs_at_a_time_and_the_queue_refuses_the_rest_clearly(tiny_model, random_encoder):
+def test_one_request_runs_at_a_time_and_requests_that_would_wait_too_long_are_refused_at_once(tiny_model,
+                                                                                              random_encoder):
+    """With each request taken to cost 2 s, the queue admits while the wait stays within MAX_WAIT_S."""
     gated = GatedCaptioner(Captioner.from_pretrained(tiny_model, image_encoder=random_encoder))
-    demo = app.build_demo(gated)
+    demo = app.build_demo(gated, seconds_per_photo=2.0)
     _, url, _ = app.serve(demo, "127.0.0.1", free_port(), prevent_thread_lock=True, quiet=True)
+    admitted, extra = int(app.MAX_WAIT_S / 2.0) + 1, 3  # the one running, and those whose wait is in bound
     try:
         client = Client(url, verbose=False, download_files=False)
         first = client.submit(handle_file(str(EXAMPLES[0])), 1, api_name="/caption")
         assert gated.entered.wait(timeout=120)
-        extra = 3
         waiting = [client.submit(handle_file(str(EXAMPLES[i % len(EXAMPLES)])), 1, api_name="/caption")
-                   for i in range(app.QUEUE_SIZE + extra)]
+                   for i in range(admitted - 1 + extra)]
         # every request has joined the queue or been turned away before the first one finishes
         assert wait_until(lambda: all(job.done() or job.status().code == Status.IN_QUEUE for job in waiting))
+        path = upload(url, "busy.jpg", EXAMPLES[1].read_bytes())
+        busy = httpx.post(f"{url.rstrip('/')}/gradio_api/call/caption", json={"data": [file_reference(path), 1]})
+        assert busy.status_code == 503 and "The app is busy" in busy.json()["detail"]
+        assert "try again" in busy.json()["detail"]
         gated.gate.set()
         answers, refused = [], 0
         for job in [first, *waiting]:
@@ -170,7 +176,7 @@ def test_one_request_runs_at_a_time_and_the_queue_refuses_the_rest_clearly(tiny_
     finally:
         gated.gate.set()
         demo.close()
-    assert refused == extra and len(answers) == app.CONCURRENCY_LIMIT + app.QUEUE_SIZE
+    assert refused == extra and len(answers) == admitted
     assert all(text.strip() for text, _ in answers)
     assert gated.most_at_once == app.CONCURRENCY_LIMIT == 1
 
@@ -187,12 +193,17 @@ def test_uploads_are_not_logged(client, tmp_path, capfd, caplog):
     assert "private-" not in printed and "Cannot caption" not in printed
 
 
-def test_flagging_is_off_unless_the_operator_turns_it_on(tiny_model, random_encoder, monkeypatch):
+def flag_buttons(demo) -> int:
+    return sum(1 for c in demo.config["components"] if c.get("props", {}).get("value") == "Flag")
+
+
+def test_flagging_is_off_unless_the_operator_turns_it_on(tiny_model, random_encoder, monkeypatch, tmp_path):
     captioner = Captioner.from_pretrained(tiny_model, image_encoder=random_encoder)
     monkeypatch.delenv("GRADIO_FLAGGING_MODE", raising=False)
-    assert app.photo_interface(captioner, CountedUploads()).flagging_mode == "never"
+    assert flag_buttons(app.build_demo(captioner)) == 0
     monkeypatch.setenv("GRADIO_FLAGGING_MODE", "manual")
-    assert app.photo_interface(captioner, CountedUploads()).flagging_mode == "manual"
+    monkeypatch.chdir(tmp_path)  # flags go to .gradio/flagged/ where the app runs
+    assert flag_buttons(app.build_demo(captioner)) == 1
 
 
 def test_examples_are_credited():
@@ -296,23 +307,35 @@ def test_no_analytics_unless_the_operator_opts_in(setting, sent):
 
 
 @pytest.mark.parametrize("dev_distances, unfamiliar", [(np.zeros(10), True), (np.full(10, 2.0), False)])
-def test_an_unfamiliar_photo_gets_a_note_beside_its_caption(tiny_model, random_encoder, tmp_path, dev_distances,
-                                                            unfamiliar, recwarn):
-    """The note is shown on the page (gr.Warning; a Python warning outside a request), not returned:
-    API callers get the same two values. Every dev photo at distance 0 makes any photo unfamiliar;
-    every one at distance 2, none."""
+def test_the_unfamiliar_flag_reaches_every_path(tiny_model, random_encoder, dev_distances, unfamiliar):
+    """/describe, the batch table and its CSV carry familiarity; the page's note says it; /caption keeps
+    its two values. Every dev photo at distance 0 makes any photo unfamiliar; every one at distance 2, none."""
     from pipeline.encoder import FEATURE_DIM
     from pipeline.familiarity import Familiarity
 
     captioner = Captioner.from_pretrained(tiny_model, image_encoder=random_encoder)
     captioner.config = {**captioner.config, "familiarity": {"unfamiliar_below": 0.03}}
     captioner.familiarity = Familiarity(np.eye(1, FEATURE_DIM), dev_distances)
-    photo = tmp_path / "photo.jpg"
-    photo.write_bytes(EXAMPLES[0].read_bytes())
-    handler = next(iter(app.photo_interface(captioner, CountedUploads()).fns.values())).fn
-    text, table = handler(str(photo), 3)
-    assert text == table[0][0] == captioner.caption(EXAMPLES[0]) and len(table) == 3
-    assert [str(w.message) for w in recwarn if str(w.message) == app.UNFAMILIAR_NOTE] == [app.UNFAMILIAR_NOTE] * unfamiliar
+    demo = app.build_demo(captioner)
+    _, url, _ = app.serve(demo, "127.0.0.1", free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(url, verbose=False, download_files=False)
+        described = client.predict(handle_file(str(EXAMPLES[0])), 3, api_name="/describe")
+        text, table = client.predict(handle_file(str(EXAMPLES[0])), 3, api_name="/caption")
+        rows, csv_file = client.predict([handle_file(str(EXAMPLES[0]))], 3, api_name="/caption_batch")
+        csv_rows = read_csv(csv_file)
+    finally:
+        demo.close()
+    assert described["caption"] == text == table["data"][0][0] == captioner.caption(EXAMPLES[0])
+    assert described["unfamiliar"] is unfamiliar and described["familiarity"] == (0.0 if unfamiliar else 1.0)
+    assert [b["caption"] for b in described["best"]] == [row[0] for row in table["data"]]
+    expected_row = [EXAMPLES[0].name, text, described["familiarity"], "yes" if unfamiliar else "no", ""]
+    assert rows["data"] == [expected_row]
+    assert csv_rows[1] == [str(cell) for cell in expected_row]
+    description = captioner.describe(EXAMPLES[0])
+    assert (app.UNFAMILIAR_NOTE in app.familiarity_note(description)) is unfamiliar
+    shares = app.probability_shares(description)
+    assert abs(sum(shares.values()) - 1) < 1e-9 and list(shares) == [c.text for c in description.n_best]
 
 
 # --- the batch tab (/caption_batch) ----------------------------------------------------------------
@@ -337,15 +360,16 @@ def test_many_photos_get_a_row_each_and_a_csv(client, tmp_path):
     assert [row[0] for row in rows] == [p.name for p in photos]
     # the same captions as /caption gives one photo at a time
     assert [rows[0][1], rows[2][1]] == [caption(client, EXAMPLES[0])[0], caption(client, EXAMPLES[1])[0]]
-    assert rows[1][1] == "" and "not an image" in rows[1][2] and rows[0][2] == rows[2][2] == ""
-    assert read_csv(csv_file) == [app.BATCH_COLUMNS, *rows]
+    error = app.BATCH_COLUMNS.index("error")
+    assert rows[1][1] == "" and "not an image" in rows[1][error] and rows[0][error] == rows[2][error] == ""
+    assert read_csv(csv_file) == [app.BATCH_COLUMNS, *[["" if v is None else str(v) for v in row] for row in rows]]
     assert all(uploads_named(p.name) == [] for p in photos[1:2])  # each upload deleted when its request is done
 
 
 def test_a_link_among_many_photos_gets_its_own_error_row(client):
     table, _ = client.predict([handle_file(str(EXAMPLES[2])), handle_file("http://127.0.0.1:9/holiday.jpg")], 3,
                               api_name="/caption_batch")
-    (_, text, error), (_, no_text, link_error) = table["data"]
+    (_, text, _, _, error), (_, no_text, _, _, link_error) = table["data"]
     assert text.strip() and error == "" and no_text == "" and link_error == NO_LINKS
 
 
@@ -379,7 +403,7 @@ def test_start_loads_and_warms_up_the_model_then_builds_the_page_around_it(tiny_
     monkeypatch.setattr(model_source, "load_captioner", load)
     demo, captioner = app.start(tiny_model)
     assert isinstance(captioner, Captioner) and isinstance(demo, gr.Blocks) and warmed == [True]
-    assert f"Model: {describe_weights(tiny_model)}." in json.dumps(demo.config)
+    assert f"Model: {describe_weights(tiny_model)}." in json.dumps(demo.config, default=str)  # a State holds a function
 
 
 # --- what a request may carry, and refusals at the edge ------------------------------------------
@@ -480,10 +504,10 @@ def test_batch_csv_cells_never_start_a_formula(client, tmp_path):
 def test_a_refused_request_deletes_its_uploads_at_once(tiny_model, random_encoder, tmp_path):
     """The queue's refusals (full) never reach the handler, which deletes uploads: they go at once."""
     gated = GatedCaptioner(Captioner.from_pretrained(tiny_model, image_encoder=random_encoder))
-    demo = app.build_demo(gated)
+    demo = app.build_demo(gated, seconds_per_photo=2.0)
     _, url, _ = app.serve(demo, "127.0.0.1", free_port(), prevent_thread_lock=True, quiet=True)
     photos = []
-    for i in range(app.QUEUE_SIZE + 4):
+    for i in range(int(app.MAX_WAIT_S / 2.0) + 1 + 3):
         photos.append(tmp_path / f"queued-{i}.jpg")
         photos[-1].write_bytes(EXAMPLES[i % len(EXAMPLES)].read_bytes() + i.to_bytes(2, "big"))  # distinct uploads
     try:

@@ -4,6 +4,8 @@ import io
 import json
 import os
 import shutil
+import subprocess
+import sys
 import threading
 from collections import Counter
 from pathlib import Path
@@ -11,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import caption
-from conftest import ROOT
+from conftest import ROOT, SHARED_FLICKR8K, needs_shared
 from pipeline import Captioner
 from pipeline.records import Csv, RecordFile
 
@@ -215,3 +217,24 @@ def test_the_ray_engine_writes_the_same_records(exported_model, photos, tmp_path
         assert [c["caption"] for c in record["n_best"]] == [c["caption"] for c in expected["n_best"]]
         assert [c["probability"] for c in record["n_best"]] == pytest.approx(
             [c["probability"] for c in expected["n_best"]], rel=1e-5)
+
+
+@needs_shared
+@pytest.mark.slow
+def test_caption_py_on_a_two_node_ray_cluster_with_default_options(ray_cluster, exported_model, tmp_path):
+    """caption.py --engine ray as the README says: a cluster of two 1-CPU nodes started by `ray start`
+    (token authentication on), joined through RAY_ADDRESS, default --actors: 150 Flickr8k photos give
+    the local engine's records. (With actors that took a whole CPU, this hung at 0/150.)"""
+    listing = tmp_path / "photos.txt"
+    test_names = (SHARED_FLICKR8K / "Flickr8k_text" / "Flickr_8k.testImages.txt").read_text().split()[:150]
+    listing.write_text("".join(f"{SHARED_FLICKR8K / 'Flicker8k_Dataset' / name}\n" for name in test_names))
+    local, distributed = tmp_path / "local.jsonl", tmp_path / "ray.jsonl"
+    run(exported_model, f"@{listing}", "--out", local)
+    done = subprocess.run([sys.executable, "caption.py", f"@{listing}", "--out", str(distributed), "--engine", "ray",
+                           "--model", str(exported_model)], cwd=ROOT, env=ray_cluster, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    by_path = {r["path"]: r for r in read_records(local)}
+    assert len(by_path) == 150 and sorted(r["path"] for r in read_records(distributed)) == sorted(by_path)
+    for record in read_records(distributed):
+        assert record == by_path[record["path"]]

@@ -96,7 +96,7 @@ def test_fifty_clients_with_good_and_bad_files_are_all_answered(server, tmp_path
     unclear = [text for kind, text in answers if kind == "error" and not text.startswith("Cannot caption this file")
                and text != NO_LINKS]
     assert unclear == []
-    assert kinds.count("caption") + kinds.count("error") >= app.CONCURRENCY_LIMIT + app.QUEUE_SIZE
+    assert kinds.count("queue full") == 0  # 50 short requests wait well within MAX_WAIT_S: all are admitted
 
     assert one_client(url, str(EXAMPLES[0]))[0] == "caption"  # and it goes on serving
     assert process.poll() is None
