@@ -17,6 +17,9 @@ import time
 from pathlib import Path
 
 from pipeline.gradio_stubs import skip_stub_generation
+from serving.memory import give_back_freed_memory, limit_arenas
+
+limit_arenas()  # before any thread of Gradio's or the encoder's starts (serving/memory.py)
 
 # Gradio reports usage to its makers unless told not to: the operator opts in, users are not asked
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -24,9 +27,12 @@ skip_stub_generation()  # a third of the start-up, for editors' type stubs (pipe
 import gradio as gr  # noqa: E402
 from gradio.utils import get_upload_folder  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
+from starlette.responses import FileResponse  # noqa: E402
+from starlette.routing import Route  # noqa: E402
 
 from pipeline import Captioner, model_source  # noqa: E402
 from pipeline.batch import caption_in_slices, load_pixels  # noqa: E402
+from pipeline.beam_search import MAX_BEAM_SIZE  # noqa: E402
 from pipeline.files import atomic_path  # noqa: E402
 from pipeline.hub import LOCAL_WEIGHTS, describe_weights  # noqa: E402
 from pipeline.images import ImageError  # noqa: E402
@@ -34,8 +40,7 @@ from pipeline.model_source import ModelError, add_model_arguments  # noqa: E402
 from pipeline.records import Csv  # noqa: E402
 from pipeline.logs import log_to_stderr  # noqa: E402
 from serving.inputs import LINK_STAND_IN, NO_LINKS, beam_slider, photo_files_input, photo_input  # noqa: E402
-from serving.admission import admit_by_wait  # noqa: E402
-from serving.memory import give_back_freed_memory  # noqa: E402
+from serving.admission import ServiceTimes, admit_by_wait  # noqa: E402
 from serving.request_limits import RequestLimits  # noqa: E402
 from serving.uploads import DELETE_UPLOADS, MAX_UPLOAD_BYTES, CountedUploads, read_upload  # noqa: E402
 
@@ -59,8 +64,11 @@ BATCH_SLICE = 8
 MAX_REQUEST_BYTES = 256 * 1024
 MAX_UPLOAD_REQUEST_BYTES = MAX_BATCH_PHOTOS * MAX_UPLOAD_BYTES + 2**20
 BATCH_COLUMNS = ["file", "caption", "familiarity", "unfamiliar", "error"]
+# Gradio's web component (<gradio-app>), served at /gradio.js by the app itself: the pip package's
+# own copy, which loads its hashed bundle from /assets/, as the app's page does
+WEB_COMPONENT = Path(gr.__file__).parent / "templates" / "frontend" / "gradio.js"
 API_PHOTO_NOTE = ("Send the photo's file (gradio_client: handle_file(path); @gradio/client: a Blob or File): the "
-                  "app never fetches a link. The beam size is a whole number from 1 to 10.")
+                  f"app never fetches a link. The beam size is a whole number from 1 to {MAX_BEAM_SIZE}.")
 
 # beside a caption of a photo whose features are far from every training photo's (pipeline/familiarity.py)
 UNFAMILIAR_NOTE = ("This photo looks unlike the photos the model learnt from (mostly people, dogs and outdoor "
@@ -72,7 +80,7 @@ and an LSTM decoder trained on the 6,000 training photos of [Flickr8k](https://d
 it knows people, dogs and outdoor scenes best, and says so when a photo is unlike them. A larger beam
 size weighs more candidate sentences; the bars show the best ones, each with its share of their
 probability. Photos are not logged, and the server deletes each one as soon as it is captioned."""
-# the caption reads as the page's answer; tables wrap their text instead of cutting it off
+# the caption reads as the page's answer, and the note stands out beside it (and takes no room when empty)
 CSS = """#caption textarea { font-size: 1.6rem; line-height: 1.35; font-weight: 600; }
 #familiarity-note { border-left: 4px solid #d97706; padding-left: 0.75rem; }
 #familiarity-note:empty, #familiarity-note:has(.prose:empty) { display: none; }
@@ -94,7 +102,7 @@ def familiarity_note(description) -> str:
     return f"**Unfamiliar photo.** {UNFAMILIAR_NOTE}" if description.unfamiliar else ""
 
 
-def photo_tab(captioner: Captioner, uploads: CountedUploads) -> None:
+def photo_tab(captioner: Captioner, uploads: CountedUploads, times: ServiceTimes) -> None:
     """The first tab: one photo; its caption, the familiarity note, the beam's best captions (/caption, /describe)."""
 
     def describe(image: str | None, beam_size: int):
@@ -104,8 +112,9 @@ def photo_tab(captioner: Captioner, uploads: CountedUploads) -> None:
         if image == LINK_STAND_IN:
             raise gr.Error(NO_LINKS, print_exception=False)
         try:
-            # bytes, not the path: error messages then never show the server's upload folder
-            return captioner.describe(read_upload(Path(image)), beam_size)
+            with times.measure(PHOTO_QUEUE):
+                # bytes, not the path: error messages then never show the server's upload folder
+                return captioner.describe(read_upload(Path(image)), beam_size)
         except ImageError as error:  # the user's file, not a fault: no traceback in the server's log
             raise gr.Error(f"Cannot caption this file: {error}", print_exception=False) from None
         finally:
@@ -137,7 +146,8 @@ def photo_tab(captioner: Captioner, uploads: CountedUploads) -> None:
         with gr.Column():
             caption_box = gr.Textbox(label="Caption", elem_id="caption", lines=2, interactive=False)
             note = gr.Markdown(elem_id="familiarity-note")
-            shares = gr.Label(label="Best captions: each one's share of their probability", elem_id="best-captions")
+            shares = gr.Label(label="Best captions: each one's share of their probability", elem_id="best-captions",
+                              show_heading=False)
             # /caption's second output, as API callers have always had it; the page shows `shares`
             best = gr.Dataframe(headers=["caption", "probability"], datatype=["str", "number"], visible=False,
                                 label="Best captions", interactive=False)
@@ -145,20 +155,21 @@ def photo_tab(captioner: Captioner, uploads: CountedUploads) -> None:
     described = gr.State()
     # Clear empties the photo and what was said of it; the options stay as they were
     clear.add([photo, caption_box, note, shares, best])
-    photo.change(lambda: "", None, note, api_visibility="private", queue=False)  # the note stays until the next photo
+    # what was said of a photo stays until the next photo
+    photo.change(lambda: ("", "", None), None, [caption_box, note, shares], api_visibility="private", queue=False)
     submit.click(caption, [photo, beam_size], [caption_box, best, described], api_name="caption",
                  api_description=API_PHOTO_NOTE, concurrency_limit=CONCURRENCY_LIMIT, concurrency_id=PHOTO_QUEUE
                  ).success(lambda d: (familiarity_note(d), probability_shares(d)), described, [note, shares],
                            api_visibility="private", queue=False)
     with gr.Column(visible=False):  # /describe: the same photo and beam size in, JSON out
-        api_photo, api_beam, api_out = photo_input(), beam_slider(), gr.JSON()
+        api_photo, api_beam, api_out = photo_input(), beam_slider(), gr.JSON(label="Description")
         gr.Button().click(describe_api, [api_photo, api_beam], api_out, api_name="describe",
                           api_description="The caption with the photo's familiarity. " + API_PHOTO_NOTE,
                           concurrency_limit=CONCURRENCY_LIMIT, concurrency_id=PHOTO_QUEUE)
-    flagging(captioner, [photo, beam_size, caption_box])
+    flagging([photo, beam_size, caption_box])
 
 
-def flagging(captioner: Captioner, components: list) -> None:
+def flagging(components: list) -> None:
     """A Flag button saving the photo and its caption under .gradio/flagged/, only where the
     operator sets GRADIO_FLAGGING_MODE=manual: people's own photos are not kept otherwise."""
     if os.environ.get("GRADIO_FLAGGING_MODE", "never") != "manual":
@@ -198,7 +209,7 @@ def load_photo(photo: str):
         return error.message
 
 
-def batch_tab(captioner: Captioner, uploads: CountedUploads) -> None:
+def batch_tab(captioner: Captioner, uploads: CountedUploads, times: ServiceTimes) -> None:
     """The second tab: several photos at once, a table of their captions and that table as CSV (/caption_batch)."""
 
     def caption_batch(photos: list[str] | None, beam_size: int):
@@ -210,7 +221,8 @@ def batch_tab(captioner: Captioner, uploads: CountedUploads) -> None:
             if len(photos) > MAX_BATCH_PHOTOS:
                 raise gr.Error(f"At most {MAX_BATCH_PHOTOS} photos at a time, please: this request has "
                                f"{len(photos)}.", print_exception=False)
-            results = caption_in_slices(captioner, photos, load_photo, beam_size, BATCH_SLICE)
+            with times.measure(BATCH_QUEUE):
+                results = caption_in_slices(captioner, photos, load_photo, beam_size, BATCH_SLICE)
         finally:
             for photo in photos:
                 uploads.done_with(photo)
@@ -226,8 +238,8 @@ def batch_tab(captioner: Captioner, uploads: CountedUploads) -> None:
             button = gr.Button("Caption them", variant="primary")
         with gr.Column():
             table = gr.Dataframe(headers=BATCH_COLUMNS, datatype=["str", "str", "number", "str", "str"],
-                                 label="Captions", interactive=False, wrap=True,
-                                 column_widths=["20%", "35%", "13%", "12%", "20%"])
+                                 label="Captions", interactive=False, wrap=True, elem_id="batch-table",
+                                 column_widths=["22%", "34%", "14%", "12%", "18%"])
             download = gr.DownloadButton("Download the table as CSV")
     button.click(caption_batch, [photos, beam_size], [table, download], api_name="caption_batch",
                  api_description=f"At most {MAX_BATCH_PHOTOS} photos. " + API_PHOTO_NOTE,
@@ -239,16 +251,17 @@ def build_demo(captioner: Captioner, model_description: str | None = None, secon
     (pipeline.hub.describe_weights) goes in the footer; `seconds_per_photo`, what a request is
     taken to cost until the queue has measured it."""
     uploads = CountedUploads(keep=EXAMPLES)  # both tabs' uploads: the same photo may be in a request of each
+    times = ServiceTimes(first_guess_s=seconds_per_photo)
     with gr.Blocks(title=TITLE, delete_cache=DELETE_UPLOADS) as demo:
         gr.Markdown(f"# {TITLE}\n{DESCRIPTION}")
         with gr.Tab("One photo"):
-            photo_tab(captioner, uploads)
+            photo_tab(captioner, uploads, times)
         with gr.Tab("Many photos"):
-            batch_tab(captioner, uploads)
+            batch_tab(captioner, uploads, times)
         if model_description:  # which weights answer, for users and their bug reports
             gr.Markdown(f"Model: {model_description}.")
     demo.queue(max_size=QUEUE_SIZE)
-    admit_by_wait(demo, MAX_WAIT_S, seconds_per_photo)
+    admit_by_wait(demo, MAX_WAIT_S, times)
     # the sweep iterates the same object, so it goes on seeing every upload; it takes the uploads'
     # set last, whose end removes the folders the sweep has emptied (serving/uploads.py)
     demo.temp_file_sets[:] = [files for files in demo.temp_file_sets if files is not demo.upload_file_set] + [uploads]
@@ -269,7 +282,8 @@ def start(model: str | Path | None = None, revision: str | None = None, encoder:
         captioner, folder = model_source.load_model(model, revision, encoder, fallback)
     except ModelError as error:
         raise SystemExit(f"error: {error}") from None
-    started = time.perf_counter()
+    captioner.warm_up()
+    started = time.perf_counter()  # a second pass costs what a request will: the queue's first guess
     captioner.warm_up()
     return build_demo(captioner, describe_weights(folder), time.perf_counter() - started), captioner
 
@@ -295,8 +309,9 @@ def serve(demo: gr.Blocks, host: str | None = None, port: int | None = None, **l
         logging.getLogger(name).setLevel(logging.WARNING)
     limits = Middleware(RequestLimits, max_body_bytes=MAX_REQUEST_BYTES, max_file_references=MAX_BATCH_PHOTOS,
                         max_upload_bytes=MAX_UPLOAD_REQUEST_BYTES, on_refused=demo.upload_file_set.refused)
+    web_component = Route("/gradio.js", lambda request: FileResponse(WEB_COMPONENT, media_type="text/javascript"))
     return demo.launch(server_name=host, server_port=port, max_file_size=MAX_UPLOAD_BYTES, run_history=run_history,
-                       app_kwargs={"middleware": [limits]}, css=CSS, **launch_options)
+                       app_kwargs={"middleware": [limits], "routes": [web_component]}, css=CSS, **launch_options)
 
 
 def main(argv=None):

@@ -113,6 +113,9 @@ def parse_args(argv=None):
     p.add_argument("--throughput", type=int, metavar="N",
                    help="measure only batch captioning on the first N test images (see above)")
     p.add_argument("--batch-size", type=int, default=32, help="batch size of the --throughput figures (default 32)")
+    p.add_argument("--serving-modes", action="store_true",
+                   help="measure only whether Gradio's batch=True or OpenVINO's THROUGHPUT hint would serve bursts "
+                        "of single photos faster than one request at a time (see bench_serving_modes)")
     p.add_argument("--quick", action="store_true",
                    help="a smoke run: 2 images, 1 original caption, 20 training captions, 1 round (for tests)")
     add_data_arguments(p, default=str(ROOT.parent / "shared" / "flickr8k"))
@@ -574,6 +577,77 @@ def bench_throughput(weights: str, paths: list[str], batch_size: int, beam_size:
     return out
 
 
+def bench_serving_modes(weights: str, paths: list[str], beam_size: int, seconds: float = 20) -> dict:
+    """Photos one request at a time, as the app serves them today, against the two ways of serving
+    bursts faster that Gradio and OpenVINO offer: Gradio's batch=True (waiting photos encoded and
+    searched together, here 8) and OpenVINO's THROUGHPUT hint (several single-photo inferences at
+    once). Each runs for `seconds` on the same decoded photos; images/s and the ratio to today's."""
+    import numpy as np
+    import openvino as ov
+
+    from pipeline import Captioner
+    from pipeline.artifact import exported_files, read_config
+    from pipeline.batch import caption_pixels, load_pixels
+
+    captioner = Captioner.from_pretrained(weights, encoder="exported")
+    loaded = [load_pixels(path) for path in cycle(paths, 16)]
+
+    def rate(step, per_call: int) -> float:
+        step()
+        done, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            step()
+            done += per_call
+        return done / (time.perf_counter() - start)
+
+    one_by_one = rate(lambda: caption_pixels(captioner, loaded[:1], beam_size), 1)
+    batched = rate(lambda: caption_pixels(captioner, loaded[:8], beam_size), 8)
+    # both hints on the same whole graph, in the folder's compute precision (the served encoder keeps
+    # its first blocks in f32, so its own figure is not the one to compare)
+    exported = read_config(Path(weights))["encoder"]["exported"]
+    files = [Path(weights) / name for name in exported_files(exported)]
+    core = ov.Core()
+    model = core.read_model(files[0].read_text(encoding="utf-8"),
+                            ov.Tensor(np.concatenate([np.fromfile(p, np.uint8) for p in files[1:]])))
+    pixels = [np.ascontiguousarray(item[None], np.uint8) for item in loaded]
+    precision = captioner.image_encoder.precision
+
+    def hinted(hint: str):
+        """(photos each step, a step) for the graph compiled with `hint`, its requests all busy."""
+        compiled = core.compile_model(model, "CPU", {"PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": precision})
+        streams = compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
+        requests = ov.AsyncInferQueue(compiled, streams)
+
+        def step():
+            for i in range(streams * 2):
+                requests.start_async([pixels[i % len(pixels)]])
+            requests.wait_all()
+        return streams, streams * 2, step
+
+    _, per_step, latency_step = hinted("LATENCY")
+    encoder_only = rate(latency_step, per_step)
+    streams, per_step, throughput_step = hinted("THROUGHPUT")
+    throughput_mode = rate(throughput_step, per_step)
+    return {"one_photo_a_request_images_per_second": round(one_by_one, 1),
+            "gradio_batch_of_8_images_per_second": round(batched, 1),
+            "gradio_batch_of_8_ratio": round(batched / one_by_one, 2),
+            "encoder_latency_mode_images_per_second": round(encoder_only, 1),
+            "encoder_throughput_mode_images_per_second": round(throughput_mode, 1),
+            "openvino_throughput_mode_streams": streams,
+            "openvino_throughput_mode_ratio": round(throughput_mode / encoder_only, 2)}
+
+
+def main_serving_modes(args) -> dict:
+    dataset = dataset_from_args(args)
+    paths = [str(dataset.image_path(name)) for name in dataset.split("test")[:16]]
+    report = {"device": {"machine": platform.machine(), "processor": cpu_model(), "cpu_cores": os.cpu_count()},
+              **bench_serving_modes(args.weights, paths, args.beam_size)}
+    print(json.dumps(report, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return report
+
+
 def main_throughput(args) -> dict:
     dataset = dataset_from_args(args)
     paths = [str(dataset.image_path(name)) for name in dataset.split("test")[:args.throughput]]
@@ -600,6 +674,8 @@ def main(argv=None):
     args = parse_args(argv)
     if args.throughput:
         return main_throughput(args)
+    if args.serving_modes:
+        return main_serving_modes(args)
     started = time.perf_counter()
     import keras
     import tensorflow as tf

@@ -3,6 +3,7 @@
   python load_test.py oversize       # 400,000 file references in one request: refused at once?
   python load_test.py costly-batch   # 32 of the costliest allowed photos in one batch, and a photo meanwhile
   python load_test.py soak --minutes 10 --clients 50   # mixed load: photos, bad files, links, batches
+  python load_test.py burst --clients 200                # at once: 3 good photos for each bad file
 
 Each prints its figures and, with --json, writes them. The app is started as `python app.py
 --model MODEL` (default weights/, its exported encoder) and stopped by its own PID. Memory figures
@@ -122,8 +123,10 @@ class AppProcess:
 
 
 def client(url: str):
+    """A gradio_client Client that waits for a busy server as a browser would (httpx's default gives
+    up after 5 s: in a burst of 200, uploads wait their turn longer than that)."""
     from gradio_client import Client
-    return Client(url, verbose=False, download_files=False)
+    return Client(url, verbose=False, download_files=False, httpx_kwargs={"timeout": 120})
 
 
 def timed(function, *args) -> tuple[float, object]:
@@ -222,12 +225,7 @@ def soak(app: AppProcess, minutes: float = 10, clients: int = 50, folder: Path |
     """`clients` clients of mixed load for `minutes`: memory in use after the first minute (or the
     first tenth, for a short soak) and at the end, and what is left once the app is idle."""
     folder = Path(folder or tempfile.mkdtemp())
-    bad = []
-    for name, data in {"notes.jpg": b"%PDF-1.4 not pixels\n", "empty.jpg": b"",
-                       "truncated.jpg": EXAMPLES[0].read_bytes()[:4000],
-                       "bomb.png": png_of_zeros(9220, 9220)}.items():
-        (folder / name).write_bytes(data)
-        bad.append(str(folder / name))
+    bad = bad_files(folder)
     counts, lock = {}, threading.Lock()
     started = time.monotonic()
     until = started + minutes * 60
@@ -250,7 +248,68 @@ def soak(app: AppProcess, minutes: float = 10, clients: int = 50, folder: Path |
             "left_once_idle": app.leftovers(), "idle_wait_s": round(time.monotonic() - idle_since)}
 
 
-SCENARIOS = {"oversize": oversize, "costly-batch": costly_batch, "soak": soak}
+def bad_files(folder: Path) -> list[str]:
+    """Files the app must refuse with its message: not an image, empty, truncated, a decompression bomb."""
+    paths = []
+    for name, data in {"notes.jpg": b"%PDF-1.4 not pixels\n", "empty.jpg": b"",
+                       "truncated.jpg": EXAMPLES[0].read_bytes()[:4000], "bomb.png": png_of_zeros(9220, 9220)}.items():
+        (folder / name).write_bytes(data)
+        paths.append(str(folder / name))
+    return paths
+
+
+def one_photo(url: str, photo: str) -> tuple[str, float, str]:
+    """(what came back: caption, error or queue full; seconds; the text) for one client's one photo,
+    over Gradio's HTTP API as any client speaks it (upload, call, read the result's event stream):
+    200 gradio_client Clients in this process took most of the 2 cores the server needed."""
+    started = time.monotonic()
+    try:
+        with httpx.Client(base_url=url, timeout=120) as http:
+            path = http.post("gradio_api/upload", files={"files": (Path(photo).name, Path(photo).read_bytes())}).json()[0]
+            joined = http.post("gradio_api/call/caption",
+                               json={"data": [{"path": path, "meta": {"_type": "gradio.FileData"}}, 3]})
+            if joined.status_code == 503:
+                return "queue full", time.monotonic() - started, joined.json().get("detail", "")
+            answer = http.get(f"gradio_api/call/caption/{joined.json()['event_id']}").text
+    except httpx.HTTPError as error:
+        return f"failed: {type(error).__name__}", time.monotonic() - started, str(error)
+    event, _, data = answer.strip().rpartition("event: ")[2].partition("\ndata: ")
+    kind = "caption" if event == "complete" else "error"
+    text = json.loads(data)[0] if kind == "caption" else (json.loads(data) or {}).get("error", "") if data.startswith("{") \
+        else data
+    return kind, time.monotonic() - started, text
+
+
+def burst(app: AppProcess, clients: int = 200, folder: Path | None = None) -> dict:
+    """`clients` clients at once, three good photos for each bad file: what each got, the latency
+    from its request to its answer, and the app's peak memory."""
+    folder = Path(folder or tempfile.mkdtemp())
+    bad = bad_files(folder)
+    photos = [str(EXAMPLES[i % len(EXAMPLES)]) if i % 4 else bad[(i // 4) % len(bad)] for i in range(clients)]
+    barrier = threading.Barrier(clients)
+
+    def at_once(photo):
+        barrier.wait()
+        return one_photo(app.url, photo)
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(clients) as pool:
+        answers = list(pool.map(at_once, photos))
+    latencies = sorted(seconds for _, seconds, _ in answers)
+    good = [kind for photo, (kind, _, _) in zip(photos, answers) if photo not in bad]
+    refused = [kind for photo, (kind, _, _) in zip(photos, answers) if photo in bad]
+    return {"clients": clients, "good_photos": len(good), "bad_files": len(refused),
+            "good_captioned": good.count("caption"), "bad_refused_clearly": sum(
+                1 for photo, (kind, _, text) in zip(photos, answers)
+                if photo in bad and kind == "error" and text.startswith("Cannot caption this file")),
+            "queue_full": sum(kind == "queue full" for kind, _, _ in answers),
+            "failed": sorted({kind for kind, _, _ in answers if kind.startswith("failed")}),
+            "latency_s": {"p50": round(latencies[len(latencies) // 2], 2),
+                          "p95": round(latencies[int(len(latencies) * 0.95)], 2), "max": round(latencies[-1], 2)},
+            "wall_s": round(time.monotonic() - started, 1), "memory": app.memory()}
+
+
+SCENARIOS = {"oversize": oversize, "costly-batch": costly_batch, "soak": soak, "burst": burst}
 
 
 def parse_args(argv=None):
@@ -258,7 +317,7 @@ def parse_args(argv=None):
     p.add_argument("scenario", choices=SCENARIOS)
     p.add_argument("--model", default=str(ROOT / "weights"), help="the app's --model (default weights/)")
     p.add_argument("--minutes", type=float, default=10, help="soak: how long (default 10)")
-    p.add_argument("--clients", type=int, default=50, help="soak: clients at once (default 50)")
+    p.add_argument("--clients", type=int, default=50, help="soak and burst: clients at once (default 50)")
     p.add_argument("--json", type=Path, help="also write the figures here")
     return p.parse_args(argv)
 
@@ -266,7 +325,8 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="load-test-") as tmp, AppProcess(args.model, Path(tmp)) as app:
-        options = {"soak": {"minutes": args.minutes, "clients": args.clients}}.get(args.scenario, {})
+        options = {"soak": {"minutes": args.minutes, "clients": args.clients},
+                   "burst": {"clients": args.clients}}.get(args.scenario, {})
         report = {"scenario": args.scenario, "cpu": cpu_name(), **SCENARIOS[args.scenario](app, **options)}
     text = json.dumps(report, indent=2)
     print(text)

@@ -16,6 +16,9 @@ NOT_A_FILE = ("Send the photo as a file (gradio_client: handle_file(path); JavaS
 # (Refusing in Gradio's file handling itself would fail the request's queue join with a bare HTTP 400.)
 LINK_STAND_IN = "link-not-downloaded"
 DEFAULT_BEAM = 3
+# The photo's box, in pixels: a tall portrait photo at its own height pushed the button below the
+# fold (1,794 px of a 1280 x 800 window); within this box it is scaled to fit
+PHOTO_HEIGHT = 400
 
 
 class FilesOnly:
@@ -38,7 +41,8 @@ class FilesOnly:
 
 SENT_AS_A_FILE = ("The photo's file, uploaded by the client (gradio_client: handle_file(path); @gradio/client: a "
                   "Blob or File). Links are refused: the app never fetches one.")
-EXAMPLE_FILE = {"path": "photo.jpg", "meta": {"_type": "gradio.FileData"}, "orig_name": "photo.jpg"}
+# the API page's example: its snippets turn a file reference's "url" into handle_file('photo.jpg')
+EXAMPLE_FILE = {"path": "photo.jpg", "url": "photo.jpg", "meta": {"_type": "gradio.FileData"}, "orig_name": "photo.jpg"}
 
 
 def without_links(schema):
@@ -86,7 +90,7 @@ def photo_input() -> gr.Image:
     gr.Image opens uploads with PIL before the function runs, so a non-image or a decompression
     bomb would fail there with Gradio's generic "Error"; load_image says what is wrong instead.
     """
-    image = gr.Image(label="Photo")
+    image = gr.Image(label="Photo", height=PHOTO_HEIGHT)
     image.preprocess = lambda payload: None if payload is None else LINK_STAND_IN if is_link(payload) else payload.path
     return files_only(image)
 

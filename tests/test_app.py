@@ -542,3 +542,16 @@ def test_gradios_sweep_takes_the_folders_it_leaves_empty(tiny_model, random_enco
         assert [p for p in Path(get_upload_folder()).iterdir() if p.is_dir() and not any(p.iterdir())] == []
     finally:
         demo.close()
+
+
+def test_the_api_page_offers_no_link_for_a_photo(app_url):
+    """The API page and its snippets come from /info: Gradio's own offered handle_file('https://.../bus.png')
+    and "a publicly available URL"."""
+    info = httpx.get(f"{app_url.rstrip('/')}/gradio_api/info").json()
+    for name in ("/caption", "/describe", "/caption_batch"):
+        endpoint = info["named_endpoints"][name]
+        snippets = endpoint.pop("code_snippets")  # they name the app's own address, and nothing else
+        described = json.dumps(endpoint)
+        assert "http" not in described and "url or base64" not in described.lower(), name
+        assert "handle_file('photo.jpg')" in snippets["python"] and "http" not in snippets["python"].split(
+            "Client(", 1)[1].split("\n", 1)[1], name

@@ -148,3 +148,15 @@ def test_a_short_soak_of_mixed_load_leaves_nothing_behind(served, tmp_path, caps
     assert report["memory_at_end"]["peak_mb"] < PEAK_MEMORY_LIMIT_MB
     with capsys.disabled():
         print(f"\nsoak: {report}")
+
+
+@pytest.mark.slow
+def test_a_burst_of_200_clients_is_answered_in_full(served, tmp_path, capsys):
+    """150 good photos and 50 bad files at once: their wait is far under the bound, so none is turned away."""
+    report = load_test.burst(served, clients=200, folder=tmp_path)
+    assert report["queue_full"] == 0
+    assert report["good_captioned"] == report["good_photos"] == 150
+    assert report["bad_refused_clearly"] == report["bad_files"] == 50
+    assert report["memory"]["peak_mb"] < PEAK_MEMORY_LIMIT_MB
+    with capsys.disabled():
+        print(f"\nburst: {report}")
