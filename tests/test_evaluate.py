@@ -155,7 +155,7 @@ def test_a_missing_bertscore_model_stops_the_run_before_any_captioning(tmp_path,
     def no_captioning(*args, **kwargs):
         raise AssertionError("captioning started before BERTScore's model was known to load")
 
-    monkeypatch.setattr(evaluate, "extract_features", no_captioning)
+    monkeypatch.setattr(evaluate, "features_or_exit", no_captioning)
     with pytest.raises(SystemExit) as stop:
         evaluate.main(evaluate_args(tmp_path, dataset, tiny_artifact, "--bertscore-model", "tester/not-on-this-machine",
                                     "--bertscore-layers", "5"))

@@ -150,7 +150,8 @@ def test_the_log_and_the_progress_bar_count_the_images_still_to_encode(tmp_path,
     with caplog.at_level(logging.INFO, logger="pipeline.feature_cache"):
         extract_features(CountingEncoder(), image_dir, names, tmp_path / "cache")
     assert [r.getMessage() for r in caplog.records] == [
-        f"extracting features of 2 image(s) into {tmp_path / 'cache' / 'features' / 'k1'} (8 already cached)"]
+        f"extracting features of 2 image(s) into {tmp_path / 'cache' / 'features' / 'k1'} (8 already cached), "
+        "engine local"]
     final = capsys.readouterr().err.split("\r")[-1]
     assert re.match(r"image features: 100%\|[^|]*\| 2/2 \[[^]]*img/s\]", final), final
 

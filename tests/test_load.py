@@ -49,12 +49,13 @@ def peak_memory_mb(pid: int) -> float:
 
 
 @pytest.fixture
-def server(tiny_model, tmp_path):
-    """app.py in its own process (random backbone, the tiny model), with its own upload folder."""
+def server(exported_model, tmp_path):
+    """app.py in its own process (the tiny model with its random backbone exported, as the Space
+    serves: OpenVINO), with its own upload folder."""
     port = free_port()
     env = {**os.environ, "CAPTION_BACKBONE_WEIGHTS": "none", "GRADIO_TEMP_DIR": str(tmp_path / "uploads")}
     env.pop("CAPTION_MODEL_REPO", None)
-    process = subprocess.Popen([sys.executable, "app.py", "--weights", str(tiny_model), "--port", str(port)],
+    process = subprocess.Popen([sys.executable, "app.py", "--weights", str(exported_model), "--port", str(port)],
                                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}/"
     try:
