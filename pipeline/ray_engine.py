@@ -98,8 +98,8 @@ def check_fits(actors: int) -> None:
     fitting = sum(int((cpu - DECODE_CPUS) // ACTOR_CPUS) for cpu in cpus)
     if actors > fitting:
         raise ClusterError(f"--actors {actors} cannot run on this cluster: its {len(cpus)} node(s) have "
-                         f"{', '.join(f'{c:g}' for c in cpus)} CPU(s), room for {fitting} actor(s) of "
-                         f"{ACTOR_CPUS:g} CPU beside the decoding; use --actors {max(fitting, 1)} or add nodes")
+                           f"{', '.join(f'{c:g}' for c in cpus)} CPU(s), room for {fitting} actor(s) of "
+                           f"{ACTOR_CPUS:g} CPU beside the decoding; use --actors {max(fitting, 1)} or add nodes")
 
 
 class StallWarning:

@@ -238,3 +238,25 @@ def test_caption_py_on_a_two_node_ray_cluster_with_default_options(ray_cluster, 
     assert len(by_path) == 150 and sorted(r["path"] for r in read_records(distributed)) == sorted(by_path)
     for record in read_records(distributed):
         assert record == by_path[record["path"]]
+
+
+def test_a_pool_the_cluster_cannot_hold_is_refused_at_once_saying_what_to_change(monkeypatch):
+    from pipeline import ray_engine
+
+    monkeypatch.setattr(ray_engine, "alive_nodes", lambda: [{"Resources": {"CPU": 1.0}}, {"Resources": {"CPU": 1.0}}])
+    ray_engine.check_fits(2)  # one actor and its decoding on each 1-CPU node
+    with pytest.raises(ray_engine.ClusterError, match=r"--actors 3 cannot run .* 2 node\(s\) have 1, 1 CPU\(s\), "
+                                                      r"room for 2 actor\(s\).*use --actors 2"):
+        ray_engine.check_fits(3)
+
+
+def test_a_run_with_no_batch_back_says_what_the_cluster_lacks(monkeypatch, caplog):
+    import time
+
+    ray = pytest.importorskip("ray")
+    from pipeline import ray_engine
+
+    monkeypatch.setattr(ray, "available_resources", lambda: {"CPU": 0.0})
+    with ray_engine.StallWarning(seconds=0.1):
+        time.sleep(0.5)
+    assert "no batch has come back for" in caplog.text and "{'CPU': 0.0}" in caplog.text
