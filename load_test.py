@@ -327,18 +327,12 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="load-test-") as tmp, AppProcess(args.model, Path(tmp)) as app:
         options = {"soak": {"minutes": args.minutes, "clients": args.clients},
                    "burst": {"clients": args.clients}}.get(args.scenario, {})
-        report = {"scenario": args.scenario, "cpu": cpu_name(), **SCENARIOS[args.scenario](app, **options)}
+        from bench import cpu_model
+        report = {"scenario": args.scenario, "cpu": cpu_model(), **SCENARIOS[args.scenario](app, **options)}
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:
         args.json.write_text(text + "\n", encoding="utf-8")
-
-
-def cpu_name() -> str:
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 if __name__ == "__main__":

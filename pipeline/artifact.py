@@ -92,14 +92,15 @@ def read_json(path: Path, max_bytes: int = MAX_JSON_BYTES) -> dict:
         raise ArtifactError(f"missing {path.name} in the model folder {path.parent}")
     if path.stat().st_size > max_bytes:
         raise ArtifactError(f"{path} is {path.stat().st_size:,} bytes, over the {max_bytes:,} this file may take")
+    too_deep = ArtifactError(f"{path} is corrupt: nested more than {MAX_JSON_DEPTH} deep")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ArtifactError(f"{path} is corrupt: {error}") from None
-    except RecursionError:
-        data = None  # nested too deeply for the parser: refused below as for the depth limit
-    if data is None or _json_depth(data) > MAX_JSON_DEPTH:
-        raise ArtifactError(f"{path} is corrupt: nested more than {MAX_JSON_DEPTH} deep")
+    except RecursionError:  # nested too deeply even for the parser
+        raise too_deep from None
+    if _json_depth(data) > MAX_JSON_DEPTH:
+        raise too_deep
     if not isinstance(data, dict):
         raise ArtifactError(f"{path} is corrupt: expected a JSON object, got {type(data).__name__}")
     return data

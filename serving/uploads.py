@@ -34,14 +34,12 @@ def read_upload(path: Path) -> bytes:
         raise gr.Error(NO_LONGER_HERE, print_exception=False) from None
 
 
-def remove_empty_folders(root: Path, older_than_s: float | None = None) -> None:
-    """Remove the empty folders directly in `root` that have been empty at least `older_than_s`
-    (default EMPTY_FOLDER_AGE_S)."""
-    older_than_s = EMPTY_FOLDER_AGE_S if older_than_s is None else older_than_s
+def remove_empty_folders(root: Path) -> None:
+    """Remove the empty folders directly in `root` that have been empty at least EMPTY_FOLDER_AGE_S."""
     now = time.time()
     for folder in root.iterdir() if root.is_dir() else []:
         try:
-            if folder.is_dir() and not folder.is_symlink() and now - folder.stat().st_mtime > older_than_s:
+            if folder.is_dir() and not folder.is_symlink() and now - folder.stat().st_mtime > EMPTY_FOLDER_AGE_S:
                 folder.rmdir()  # refused while the folder holds anything
         except OSError:
             pass

@@ -1,5 +1,4 @@
 import os
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +6,7 @@ import pytest
 from hypothesis import Phase, settings
 from PIL import Image
 
-from load_test import png_of_zeros  # noqa: F401  (huge images, small on disk: for the tests too)
+from load_test import free_port, png_of_zeros  # noqa: F401  (for the tests too: a free port, huge images small on disk)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
@@ -170,12 +169,6 @@ def stop_group(pid: int, sig: int) -> None:
         os.killpg(pid, sig)
     except ProcessLookupError:
         pass
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -53,6 +53,7 @@ def test_config_records_what_inference_needs(artifact):
     (lambda a: (a / "vocab.json").unlink(), "missing vocab.json"),
     (lambda a: (a / "decoder.weights.h5").unlink(), "missing decoder.weights.h5"),
     (lambda a: (a / "config.json").write_text("{not json"), "config.json is corrupt"),
+    (lambda a: (a / "config.json").write_text("null"), "config.json is corrupt: expected a JSON object, got NoneType"),
     (lambda a: (a / "decoder.weights.h5").write_bytes(b"garbage"), "is not a Keras weights file"),
     (lambda a: Vocabulary(list(Vocabulary.build([WORDS + ["extra"]], 1).tokens)).save(a / "vocab.json"),
      "different models"),
@@ -329,3 +330,21 @@ def test_a_broken_model_file_is_named_as_the_cause_not_the_backbone(artifact, mo
     with pytest.raises(ModelError) as error:
         load_captioner(artifact, encoder="keras")
     assert "decoder.weights.h5 declares" in str(error.value) and "backbone" not in str(error.value)
+
+
+def test_only_the_backbones_own_failure_is_reported_as_the_backbones(artifact, monkeypatch):
+    """Keras' failing download raises a bare Exception, so the backbone is named only for errors
+    from building it: a fault elsewhere surfaces as itself."""
+    from pipeline import captioner
+    from pipeline.model_source import ModelError, load_captioner
+
+    def offline(weights):
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...")  # as Keras raises it
+
+    monkeypatch.setattr("pipeline.encoder.ImageEncoder", offline)
+    with pytest.raises(ModelError, match="could not build the Xception backbone: URL fetch failure"):
+        load_captioner(artifact, encoder="keras")
+    monkeypatch.setattr(captioner, "decoder_steps", lambda *args: (_ for _ in ()).throw(RuntimeError("a bug")))
+    with pytest.raises(RuntimeError) as error:
+        load_captioner(artifact, encoder="keras")
+    assert not isinstance(error.value, ModelError) and str(error.value) == "a bug"

@@ -260,3 +260,13 @@ def test_a_run_with_no_batch_back_says_what_the_cluster_lacks(monkeypatch, caplo
     with ray_engine.StallWarning(seconds=0.1):
         time.sleep(0.5)
     assert "no batch has come back for" in caplog.text and "{'CPU': 0.0}" in caplog.text
+
+
+def test_a_file_written_before_names_were_escaped_still_resumes(tmp_path):
+    """Earlier outputs hold U+2028 raw inside a name: lines are split at "\\n" only, so it reads back."""
+    out = tmp_path / "captions.jsonl"
+    fields = list(caption.caption_record("", None, 0))
+    name = str(tmp_path / "line\u2028sep.jpg")
+    out.write_text(json.dumps(caption.caption_record(name, "not an image", 0), ensure_ascii=False) + "\n",
+                   encoding="utf-8")
+    assert RecordFile(out, fields).done == {os.path.realpath(name)}

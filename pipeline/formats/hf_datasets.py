@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ..data import CaptionDataset, DatasetError, DatasetFormat, LoadOptions, caption_text, split_by_ratio
 from ..feature_cache import default_cache_dir
+from ..files import atomic_path
 from .imagefolder import SPLIT_FOLDERS
 
 log = logging.getLogger(__name__)
@@ -41,9 +42,13 @@ def parquet_files(path: Path) -> list[Path]:
     return [path] if path.suffix == ".parquet" and path.is_file() else sorted(path.rglob("*.parquet")) if path.is_dir() else []
 
 
+def is_saved_folder(path: Path) -> bool:
+    """Whether `path` is a folder that `save_to_disk` wrote."""
+    return path.is_dir() and any((path / name).is_file() for name in SAVED_MARKERS)
+
+
 def detect(path: Path) -> bool:
-    return is_hub_name(path) or (path.is_dir() and any((path / name).is_file() for name in SAVED_MARKERS)) \
-        or bool(parquet_files(path))
+    return is_hub_name(path) or is_saved_folder(path) or bool(parquet_files(path))
 
 
 def open_dataset(path: Path, cache_root: Path):
@@ -58,12 +63,12 @@ def open_dataset(path: Path, cache_root: Path):
         if is_hub_name(path):
             name, _, revision = str(path).removeprefix(HUB_PREFIX).partition("@")
             return datasets.load_dataset(name, revision=revision or None, cache_dir=cache)
-        if path.is_dir() and any((path / name).is_file() for name in SAVED_MARKERS):
+        if is_saved_folder(path):
             return datasets.load_from_disk(str(path))
         if path.is_file():
             return datasets.load_dataset("parquet", data_files=str(path), cache_dir=cache, split="train")
         return datasets.load_dataset("parquet", data_dir=str(path), cache_dir=cache)
-    except (OSError, ValueError, FileNotFoundError, datasets.exceptions.DatasetNotFoundError) as error:
+    except (OSError, ValueError, datasets.exceptions.DatasetNotFoundError) as error:
         raise DatasetError(f"{path}: `datasets` cannot read it ({type(error).__name__}: {error})") from None
 
 
@@ -108,7 +113,6 @@ def stored_image(image, root: Path, base: Path | None, where: str) -> str:
     digest = hashlib.sha256(data).hexdigest()
     name = f"{digest}{image_suffix(data, image.get('path'))}"
     if not (root / name).exists():
-        from ..files import atomic_path
         with atomic_path(root / name) as tmp:
             tmp.write_bytes(data)
     return name
