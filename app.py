@@ -10,39 +10,35 @@ $CAPTION_BACKBONE_WEIGHTS or Keras' ImageNet download (requirements-train.txt). 
 variables (GRADIO_SERVER_NAME, GRADIO_SERVER_PORT, ...) work as usual.
 """
 import argparse
-import logging
 import os
 import tempfile
 import time
 from pathlib import Path
 
-from pipeline.gradio_stubs import skip_stub_generation
-from serving.memory import give_back_freed_memory, limit_arenas
+from serving.gradio_stubs import skip_stub_generation
+from serving.memory import limit_arenas
 
 limit_arenas()  # before any thread of Gradio's or the encoder's starts (serving/memory.py)
 
 # Gradio reports usage to its makers unless told not to: the operator opts in, users are not asked
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-skip_stub_generation()  # a third of the start-up, for editors' type stubs (pipeline/gradio_stubs.py)
+skip_stub_generation()  # a third of the start-up, for editors' type stubs (serving/gradio_stubs.py)
 import gradio as gr  # noqa: E402
 from gradio.utils import get_upload_folder  # noqa: E402
-from starlette.middleware import Middleware  # noqa: E402
-from starlette.responses import FileResponse  # noqa: E402
-from starlette.routing import Route  # noqa: E402
 
 from pipeline import Captioner, model_source  # noqa: E402
-from pipeline.batch import caption_in_slices, load_pixels  # noqa: E402
+from pipeline.batch import caption_in_slices  # noqa: E402
 from pipeline.beam_search import MAX_BEAM_SIZE  # noqa: E402
+from pipeline.captioner import Failure  # noqa: E402
+from pipeline.cli import DeprecatedAlias, add_model_arguments, run_main  # noqa: E402
 from pipeline.files import atomic_path  # noqa: E402
-from pipeline.hub import LOCAL_WEIGHTS, describe_weights  # noqa: E402
-from pipeline.images import ImageError  # noqa: E402
-from pipeline.model_source import ModelError, add_model_arguments  # noqa: E402
+from pipeline.model_source import LOCAL_WEIGHTS, ModelError  # noqa: E402
 from pipeline.records import Csv  # noqa: E402
-from pipeline.logs import log_to_stderr  # noqa: E402
-from serving.inputs import LINK_STAND_IN, NO_LINKS, beam_slider, photo_files_input, photo_input  # noqa: E402
 from serving.admission import ServiceTimes, admit_by_wait  # noqa: E402
-from serving.request_limits import RequestLimits  # noqa: E402
-from serving.uploads import DELETE_UPLOADS, MAX_UPLOAD_BYTES, CountedUploads, read_upload  # noqa: E402
+from serving.inputs import LINK_STAND_IN, beam_slider, photo_files_input, photo_input  # noqa: E402
+from serving.server import count_uploads, launch  # noqa: E402
+from serving.tabs import TabRequests  # noqa: E402
+from serving.uploads import DELETE_UPLOADS, MAX_UPLOAD_BYTES, CountedUploads  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 # One request of each tab at a time: the encoder already spreads one image over both cores, so a
@@ -64,9 +60,6 @@ BATCH_SLICE = 8
 MAX_REQUEST_BYTES = 256 * 1024
 MAX_UPLOAD_REQUEST_BYTES = MAX_BATCH_PHOTOS * MAX_UPLOAD_BYTES + 2**20
 BATCH_COLUMNS = ["file", "caption", "familiarity", "unfamiliar", "error"]
-# Gradio's web component (<gradio-app>), served at /gradio.js by the app itself: the pip package's
-# own copy, which loads its hashed bundle from /assets/, as the app's page does
-WEB_COMPONENT = Path(gr.__file__).parent / "templates" / "frontend" / "gradio.js"
 API_PHOTO_NOTE = ("Send the photo's file (gradio_client: handle_file(path); @gradio/client: a Blob or File): the "
                   f"app never fetches a link. The beam size is a whole number from 1 to {MAX_BEAM_SIZE}.")
 
@@ -102,24 +95,17 @@ def familiarity_note(description) -> str:
     return f"**Unfamiliar photo.** {UNFAMILIAR_NOTE}" if description.unfamiliar else ""
 
 
-def photo_tab(captioner: Captioner, uploads: CountedUploads, times: ServiceTimes) -> None:
+def photo_tab(captioner: Captioner, requests: TabRequests) -> None:
     """The first tab: one photo; its caption, the familiarity note, the beam's best captions (/caption, /describe)."""
 
     def describe(image: str | None, beam_size: int):
         """The photo's Description (caption, n-best, familiarity)."""
         if image is None:
             raise gr.Error("Upload a photo first.", print_exception=False)
-        if image == LINK_STAND_IN:
-            raise gr.Error(NO_LINKS, print_exception=False)
-        try:
-            with times.measure(PHOTO_QUEUE):
-                # bytes, not the path: error messages then never show the server's upload folder
-                return captioner.describe(read_upload(Path(image)), beam_size)
-        except ImageError as error:  # the user's file, not a fault: no traceback in the server's log
-            raise gr.Error(f"Cannot caption this file: {error}", print_exception=False) from None
-        finally:
-            uploads.done_with(image)
-            give_back_freed_memory()
+        with requests.releasing([image]), requests.users_file():
+            photo = requests.photo_bytes(image)
+            with requests.timed(PHOTO_QUEUE):
+                return captioner.describe(photo, beam_size)
 
     def caption(image: str | None, beam_size: int):
         """The photo's best caption, and the beam's best captions with their probabilities."""
@@ -192,41 +178,29 @@ def batch_csv(rows: list[list[str]]) -> str:
 def batch_row(name: str, result) -> list:
     """A batch table's row: the file, its caption, familiarity (0-1, blank without a calibration)
     and whether it is unfamiliar ("yes"/"no"), or why it has no caption."""
-    if isinstance(result, str):
-        return [name, "", None, "", result]
+    if isinstance(result, Failure):
+        return [name, "", None, "", result.reason]
     familiarity = None if result.familiarity is None else round(result.familiarity, 3)
     unfamiliar = "" if result.familiarity is None else "yes" if result.unfamiliar else "no"
     return [name, result.caption, familiarity, unfamiliar, ""]
 
 
-def load_photo(photo: str):
-    """A batch's photo as pixels, or why it has none (a link, too large, gone, not an image)."""
-    if photo == LINK_STAND_IN:
-        return NO_LINKS
-    try:
-        return load_pixels(read_upload(Path(photo)))
-    except gr.Error as error:
-        return error.message
-
-
-def batch_tab(captioner: Captioner, uploads: CountedUploads, times: ServiceTimes) -> None:
+def batch_tab(captioner: Captioner, requests: TabRequests) -> None:
     """The second tab: several photos at once, a table of their captions and that table as CSV (/caption_batch)."""
 
     def caption_batch(photos: list[str] | None, beam_size: int):
         """A row per photo: its name, its caption or why it has none; and the rows as a CSV file."""
         photos = photos or []
-        try:
+        with requests.releasing(photos):
             if not photos:
                 raise gr.Error("Upload some photos first.", print_exception=False)
             if len(photos) > MAX_BATCH_PHOTOS:
                 raise gr.Error(f"At most {MAX_BATCH_PHOTOS} photos at a time, please: this request has "
                                f"{len(photos)}.", print_exception=False)
-            with times.measure(BATCH_QUEUE):
-                results = caption_in_slices(captioner, photos, load_photo, beam_size, BATCH_SLICE)
-        finally:
-            for photo in photos:
-                uploads.done_with(photo)
-            give_back_freed_memory()
+            with requests.timed(BATCH_QUEUE):
+                results = caption_in_slices(captioner, photos,
+                                            lambda photo: requests.pixels_or_failure(captioner, photo),
+                                            beam_size, BATCH_SLICE)
         names = ["(a link)" if photo == LINK_STAND_IN else Path(photo).name for photo in photos]
         rows = [batch_row(name, result) for name, result in zip(names, results)]
         return rows, batch_csv(rows)
@@ -248,24 +222,22 @@ def batch_tab(captioner: Captioner, uploads: CountedUploads, times: ServiceTimes
 
 def build_demo(captioner: Captioner, model_description: str | None = None, seconds_per_photo: float = 1.0) -> gr.Blocks:
     """The app around `captioner`: a tab for one photo, one for many; `model_description`
-    (pipeline.hub.describe_weights) goes in the footer; `seconds_per_photo`, what a request is
-    taken to cost until the queue has measured it."""
-    uploads = CountedUploads(keep=EXAMPLES)  # both tabs' uploads: the same photo may be in a request of each
+    (pipeline.model_source.ModelLocation.describe) goes in the footer; `seconds_per_photo`, what a
+    request is taken to cost until the queue has measured it."""
+    uploads = CountedUploads(keep=EXAMPLES)
     times = ServiceTimes(first_guess_s=seconds_per_photo)
+    requests = TabRequests(uploads, times)
     with gr.Blocks(title=TITLE, delete_cache=DELETE_UPLOADS) as demo:
         gr.Markdown(f"# {TITLE}\n{DESCRIPTION}")
         with gr.Tab("One photo"):
-            photo_tab(captioner, uploads, times)
+            photo_tab(captioner, requests)
         with gr.Tab("Many photos"):
-            batch_tab(captioner, uploads, times)
+            batch_tab(captioner, requests)
         if model_description:  # which weights answer, for users and their bug reports
             gr.Markdown(f"Model: {model_description}.")
     demo.queue(max_size=QUEUE_SIZE)
     admit_by_wait(demo, MAX_WAIT_S, times)
-    # the sweep iterates the same object, so it goes on seeing every upload; it takes the uploads'
-    # set last, whose end removes the folders the sweep has emptied (serving/uploads.py)
-    demo.temp_file_sets[:] = [files for files in demo.temp_file_sets if files is not demo.upload_file_set] + [uploads]
-    demo.upload_file_set = uploads
+    count_uploads(demo, uploads)
     return demo
 
 
@@ -278,14 +250,12 @@ def start(model: str | Path | None = None, revision: str | None = None, encoder:
     (Loading in a thread while the page is built, or while Gradio is imported, saved 0.1 s of what
     was then a 3.4 s start-up at best: both sides hold the GIL most of the time.)
     """
-    try:
-        captioner, folder = model_source.load_model(model, revision, encoder, fallback)
-    except ModelError as error:
-        raise SystemExit(f"error: {error}") from None
+    with run_main(ModelError):
+        captioner, location = model_source.load_model(model, revision, encoder, fallback)
     captioner.warm_up()
     started = time.perf_counter()  # a second pass costs what a request will: the queue's first guess
     captioner.warm_up()
-    return build_demo(captioner, describe_weights(folder), time.perf_counter() - started), captioner
+    return build_demo(captioner, location.describe(), time.perf_counter() - started), captioner
 
 
 def parse_args(argv=None):
@@ -293,31 +263,23 @@ def parse_args(argv=None):
     p.add_argument("--host", help="address to listen on (default $GRADIO_SERVER_NAME, else 127.0.0.1; "
                    "0.0.0.0 for the network)")
     p.add_argument("--port", type=int, help="port (default $GRADIO_SERVER_PORT, else the first free from 7860)")
-    p.add_argument("--weights", type=Path, default=LOCAL_WEIGHTS,
+    p.add_argument("--fallback-model", type=Path, default=LOCAL_WEIGHTS,
                    help="local model folder, used when neither --model nor $CAPTION_MODEL_REPO names a usable "
                         "model (default: weights/ beside app.py)")
+    p.add_argument("--weights", type=Path, dest="fallback_model", action=DeprecatedAlias, new="--fallback-model")
     add_model_arguments(p)
     return p.parse_args(argv)
 
 
 def serve(demo: gr.Blocks, host: str | None = None, port: int | None = None, **launch_options):
-    """Start the server; `host`/`port` None leave the choice to Gradio's variables and defaults."""
-    # run history would keep photos in the browser (or a connected bucket): the operator opts in
-    run_history = os.environ.get("GRADIO_RUN_HISTORY", "false").lower() == "true"
-    # httpx (Gradio's HTTP client) logs every URL it requests at INFO
-    for name in ("httpx", "httpcore"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    limits = Middleware(RequestLimits, max_body_bytes=MAX_REQUEST_BYTES, max_file_references=MAX_BATCH_PHOTOS,
-                        max_upload_bytes=MAX_UPLOAD_REQUEST_BYTES, on_refused=demo.upload_file_set.refused)
-    web_component = Route("/gradio.js", lambda request: FileResponse(WEB_COMPONENT, media_type="text/javascript"))
-    return demo.launch(server_name=host, server_port=port, max_file_size=MAX_UPLOAD_BYTES, run_history=run_history,
-                       app_kwargs={"middleware": [limits], "routes": [web_component]}, css=CSS, **launch_options)
+    """Start the server (serving/server.py); `host`/`port` None leave the choice to Gradio's variables and defaults."""
+    return launch(demo, host, port, max_request_bytes=MAX_REQUEST_BYTES, max_file_references=MAX_BATCH_PHOTOS,
+                  max_upload_request_bytes=MAX_UPLOAD_REQUEST_BYTES, css=CSS, **launch_options)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    log_to_stderr()
-    demo, _ = start(args.model, args.revision, args.encoder, args.weights)
+    demo, _ = start(args.model, args.revision, args.encoder, args.fallback_model)
     serve(demo, args.host, args.port)
 
 

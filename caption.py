@@ -32,11 +32,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pipeline.batch import PhotoListError, caption_files, caption_record, find_photos
-from pipeline.beam_search import MAX_BEAM_SIZE
-from pipeline.cli import add_engine_arguments
-from pipeline.model_source import ModelError, add_model_arguments, load_model, resolve_model
+from pipeline.cli import add_beam_argument, add_engine_arguments, add_model_arguments, run_main
+from pipeline.model_source import ModelError, load_captioner, resolve_model
 from pipeline.records import RecordFile, RecordFileError, format_of
-from pipeline.logs import log_to_stderr
 from pipeline.ray_engine import ClusterError
 
 
@@ -44,15 +42,13 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("photos", nargs="+", metavar="PHOTOS", help="files, folders, glob patterns or @LIST files")
     p.add_argument("--out", type=Path, required=True, help="output file, .jsonl or .csv; resumed when it exists")
-    p.add_argument("--beam-size", type=int, default=3, help=f"beam search width, 1-{MAX_BEAM_SIZE} (default 3)")
+    add_beam_argument(p)
     p.add_argument("--n-best", type=int, default=0, metavar="N",
                    help="also record the N best captions with their probabilities (N <= beam size)")
     p.add_argument("--batch-size", type=int, default=32, help="images per encoder pass (default 32)")
     add_engine_arguments(p, "the captioning")
     add_model_arguments(p)
     args = p.parse_args(argv)
-    if not 1 <= args.beam_size <= MAX_BEAM_SIZE:
-        p.error(f"--beam-size must be between 1 and {MAX_BEAM_SIZE}")
     if not 0 <= args.n_best <= args.beam_size:
         p.error("--n-best must be between 0 and --beam-size")
     if args.batch_size < 1:
@@ -62,11 +58,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    log_to_stderr()
-    try:
+    with run_main(PhotoListError, RecordFileError, ModelError, ClusterError):
         format_of(args.out)
         photos = find_photos(args.photos)
-        folder = resolve_model(args.model, args.revision)
+        location = resolve_model(args.model, args.revision)
         fields = list(caption_record("", None, args.n_best))
         with RecordFile(args.out, fields) as records:
             todo = [path for path in photos if not records.is_done(path)]
@@ -78,14 +73,12 @@ def main(argv=None):
 
                 if todo and args.engine == "ray":
                     from pipeline.ray_engine import caption_with_ray
-                    caption_with_ray(folder, args.encoder, todo, write, batch_size=args.batch_size,
+                    caption_with_ray(location, args.encoder, todo, write, batch_size=args.batch_size,
                                      beam_size=args.beam_size, n_best=args.n_best, actors=args.actors)
                 elif todo:
-                    captioner, _ = load_model(folder, encoder=args.encoder)
+                    captioner = load_captioner(location.folder, args.encoder)
                     caption_files(captioner, todo, write, batch_size=args.batch_size, beam_size=args.beam_size,
                                   n_best=args.n_best)
-    except (PhotoListError, RecordFileError, ModelError, ClusterError) as error:
-        raise SystemExit(f"error: {error}") from None
 
 
 if __name__ == "__main__":

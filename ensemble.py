@@ -12,9 +12,9 @@ import argparse
 import logging
 from pathlib import Path
 
-from pipeline.artifact import WEIGHTS_DTYPES, ArtifactError, read_config, read_vocab
+from pipeline.artifact import MAX_FILE_BYTES, WEIGHTS_DTYPES, ArtifactError, read_config, read_vocab
 from pipeline.decoder import ENSEMBLE_MEANS
-from pipeline.logs import log_to_stderr
+from pipeline.cli import run_main
 
 log = logging.getLogger("ensemble")
 
@@ -29,8 +29,9 @@ def parse_args(argv=None):
                         "CIDEr-D with 2-4 Flickr8k decoders; arithmetic: the mean of their probabilities)")
     p.add_argument("--weights-dtype", choices=WEIGHTS_DTYPES, default="float16",
                    help="how the decoder file stores the weights (default float16: each member 4.9 MB "
-                        "instead of 9.7, so up to 5 fit the 25 MB a repo file may hold; on Flickr8k dev "
-                        "99.7%% of the captions and CIDEr-D to 0.001 were unchanged); both load as float32")
+                        f"instead of 9.7, so up to 5 fit the {MAX_FILE_BYTES / 1e6:.0f} MB a model folder's file "
+                        "may take; on Flickr8k dev 99.7%% of the captions and CIDEr-D to 0.001 were unchanged); "
+                        "both load as float32")
     args = p.parse_args(argv)
     if len(args.members) < 2:
         p.error("an ensemble needs at least 2 member folders")
@@ -58,11 +59,8 @@ def check_members(folders: list[Path]) -> list[dict]:
 
 def main(argv=None):
     args = parse_args(argv)
-    log_to_stderr()
-    try:
+    with run_main(ArtifactError):
         configs = check_members(args.members)
-    except ArtifactError as error:
-        raise SystemExit(f"error: {error}") from None
     from pipeline.artifact import FORMAT_VERSION, copy_companion_files, load_keras_decoder, save_artifact
     from pipeline.decoder import build_keras, member_prefix
 

@@ -1,6 +1,6 @@
 """Caption a dataset split with a trained model and score it (see README.md, "Evaluation").
 
-  python evaluate.py --data ../shared/flickr8k --weights weights --split test --beam-size 3 --json r.json
+  python evaluate.py --data ../shared/flickr8k --model weights --split test --beam-size 3 --json r.json
 
 Reports BLEU-1..4, METEOR, ROUGE-L and CIDEr-D (pycocoevalcap; each image against its own
 references), 95% bootstrap intervals for BLEU-4 and CIDEr-D, BERTScore (bert-score) raw and
@@ -28,16 +28,15 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pipeline import Captioner
 from pipeline.artifact import WEIGHTS_FILE
 from pipeline.bertscore import DEFAULT_MODEL, bertscore, load_scorer
-from pipeline.captioner import ENCODER_CHOICES
-from pipeline.files import atomic_path, sha256_of, write_text_atomically
-from pipeline.cli import add_engine_arguments
+from pipeline.cli import (add_backbone_argument, add_beam_argument, add_cache_argument, add_engine_arguments,
+                          add_model_arguments, run_main)
 from pipeline.feature_cache import features_or_exit
+from pipeline.files import atomic_path, sha256_of, write_text_atomically
 from pipeline.formats import add_data_arguments, dataset_from_args
 from pipeline.metrics import caption_metrics
-from pipeline.logs import log_to_stderr
+from pipeline.model_source import ModelError, load_captioner, resolve_model
 
 log = logging.getLogger("evaluate")
 
@@ -48,18 +47,14 @@ BERTSCORE_PENDING = "not finished: evaluate.py stopped before BERTScore complete
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", default="weights", help="model folder (default: weights)")
+    add_model_arguments(p, former="--weights")
     p.add_argument("--split", default="test", choices=["train", "dev", "test"],
                    help="split to caption (default test; tune on dev)")
-    p.add_argument("--beam-size", type=int, default=3, help="1 is greedy search; at most 10")
+    add_beam_argument(p)
     p.add_argument("--batch-size", type=int, default=100, help="images decoded together")
     p.add_argument("--limit-images", type=int, help="only the first N images of the split")
-    p.add_argument("--encoder", choices=ENCODER_CHOICES, default="auto",
-                   help="image encoder: auto (default) is what the app serves, the folder's exported encoder "
-                        "when it has one; keras scores the TensorFlow backbone it was exported from")
-    p.add_argument("--backbone-weights", help="with the keras encoder: as for train.py; default "
-                   "$CAPTION_BACKBONE_WEIGHTS, else imagenet")
-    p.add_argument("--cache-dir", help="feature cache root (default $CAPTION_CACHE_DIR or ~/.cache/flickr8k-captioner)")
+    add_backbone_argument(p)
+    add_cache_argument(p)
     p.add_argument("--json", metavar="OUT", help="write the scores here as flat JSON")
     p.add_argument("--markdown", metavar="OUT", help="write the Markdown table here too")
     p.add_argument("--csv", metavar="OUT", help="per-image captions and references (default: next to --json)")
@@ -155,19 +150,24 @@ def save_reports(args, report: dict) -> str:
 
 def main(argv=None):
     args = parse_args(argv)
-    log_to_stderr()
+    with run_main(ModelError):
+        evaluate(args)
+
+
+def evaluate(args) -> None:
     dataset = dataset_from_args(args)
     names = dataset.split(args.split)[:args.limit_images]
     scorer = None if args.no_bertscore else load_bertscore(args.bertscore_model, args.bertscore_layers,
                                                            args.bertscore_model_name)
-    captioner = Captioner.from_pretrained(args.weights, args.backbone_weights, encoder=args.encoder)
+    folder = resolve_model(args.model, args.revision).folder
+    captioner = load_captioner(folder, args.encoder, args.backbone_weights)
     features = features_or_exit(captioner.image_encoder, dataset.image_dir, names, args)
 
     started = time.perf_counter()
     predictions = {}
     for i in tqdm(range(0, len(names), args.batch_size), desc=f"captioning {args.split}", unit="batch"):
-        best = captioner.decode(features[i:i + args.batch_size], args.beam_size)
-        predictions.update((name, hyps[0].text) for name, hyps in zip(names[i:i + args.batch_size], best))
+        described = captioner.describe_features(features[i:i + args.batch_size], args.beam_size, n_best=1)
+        predictions.update((name, d.caption) for name, d in zip(names[i:i + args.batch_size], described))
     seconds = time.perf_counter() - started
 
     references = {name: dataset.captions[name] for name in names}
@@ -178,7 +178,7 @@ def main(argv=None):
     # refuses to publish them with other weights) and names no folder of this machine
     report = {"split": args.split, "n_images": len(names), "beam_size": args.beam_size,
               "images_per_second": round(len(names) / seconds, 1),
-              "weights_sha256": sha256_of(Path(args.weights) / WEIGHTS_FILE),
+              "weights_sha256": sha256_of(folder / WEIGHTS_FILE),
               "encoder": captioner.image_encoder.name}
     if captioner.familiarity is not None:  # photos like the training ones should rarely be called unfamiliar
         threshold = captioner.config["familiarity"]["unfamiliar_below"]

@@ -327,7 +327,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="load-test-") as tmp, AppProcess(args.model, Path(tmp)) as app:
         options = {"soak": {"minutes": args.minutes, "clients": args.clients},
                    "burst": {"clients": args.clients}}.get(args.scenario, {})
-        from bench import cpu_model
+        from benchmarks.report import cpu_model
         report = {"scenario": args.scenario, "cpu": cpu_model(), **SCENARIOS[args.scenario](app, **options)}
     text = json.dumps(report, indent=2)
     print(text)

@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 
 from pipeline.artifact import CONFIG_FILE
-from pipeline.logs import log_to_stderr
+from pipeline.cli import run_main
 
 log = logging.getLogger("recipe")
 
@@ -40,7 +40,11 @@ def finished(folder: Path) -> bool:
 
 def main(argv=None):
     args, stage_options = parse_args(argv)
-    log_to_stderr()
+    with run_main():
+        run_stages(args, stage_options)
+
+
+def run_stages(args, stage_options: list[str]) -> None:
     import ensemble
     import scst
     import train

@@ -13,7 +13,6 @@ import argparse
 import json
 import logging
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -22,26 +21,24 @@ from tqdm import tqdm
 
 from pipeline.artifact import SELF_CRITICAL_LOG, ArtifactError
 from pipeline.captioner import ENCODER_CHOICES, load_artifact
-from pipeline.data import DatasetError
-from pipeline.cli import add_engine_arguments
+from pipeline.cli import (add_backbone_argument, add_cache_argument, add_engine_arguments, add_model_folder_argument,
+                          run_main)
 from pipeline.feature_cache import features_or_exit
-from pipeline.formats import add_data_arguments, dataset_from_args
+from pipeline.formats import DatasetError, add_data_arguments, dataset_from_args
 from pipeline.scst import BASELINES
-from pipeline.logs import log_to_stderr
 
 log = logging.getLogger("scst")
 CHECKPOINTS = ".checkpoints-scst"
-MONITOR = "val_cider"
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="runs/train", help="model folder trained by train.py (default: runs/train)")
+    add_model_folder_argument(p, "runs/train", "the model folder to start from, trained by train.py")
     p.add_argument("--out", default="runs/scst", help="model folder to write (default: runs/scst)")
     p.add_argument("--encoder", choices=ENCODER_CHOICES, default="auto",
                    help="features from: auto (default) is what the folder serves, its exported encoder")
-    p.add_argument("--backbone-weights", help="with the keras encoder: as for train.py")
-    p.add_argument("--cache-dir", help="feature cache root (default $CAPTION_CACHE_DIR or ~/.cache/flickr8k-captioner)")
+    add_backbone_argument(p)
+    add_cache_argument(p)
     p.add_argument("--epochs", type=int, default=15, help="most epochs; early stopping on dev CIDEr-D ends sooner")
     p.add_argument("--patience", type=int, default=3, help="epochs without a better dev CIDEr-D before stopping")
     p.add_argument("--batch-size", type=int, default=32, help="photos per update")
@@ -73,25 +70,27 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    log_to_stderr()
+    with run_main(ArtifactError, DatasetError):
+        fine_tune(args)
+
+
+def fine_tune(args) -> None:
     started = time.time()
     source, out = Path(args.model), Path(args.out)
-    try:
-        _, vocab, config = load_artifact(source)
-        dataset = dataset_from_args(args)
-    except (ArtifactError, DatasetError) as error:
-        raise SystemExit(f"error: {error}") from None
+    _, vocab, config = load_artifact(source)
+    dataset = dataset_from_args(args)
     import keras
 
-    from pipeline.artifact import WEIGHTS_FILE, build_keras_decoder, copy_companion_files, save_artifact
+    from pipeline.artifact import (WEIGHTS_FILE, build_keras_decoder, copy_companion_files, save_artifact,
+                                   write_familiarity)
     from pipeline.captioner import load_image_encoder
     from pipeline.decoder import decoder_steps, layer_weights
     from pipeline.familiarity import Familiarity
-    from pipeline.scst import CiderD, leave_one_out_advantages, reward_references, sample_captions
-    from pipeline.training import DevCider, ResumableTraining, SelfCriticalStep
+    from pipeline.scst import CiderD, SelfCriticalStep, leave_one_out_advantages, reward_references, sample_captions
+    from pipeline.training import DEV_CIDER, DevCider, ResumableTraining
 
     keras.utils.set_random_seed(args.seed)
-    checkpoint = ResumableTraining(out / CHECKPOINTS, out / SELF_CRITICAL_LOG, MONITOR, args.patience)
+    checkpoint = ResumableTraining(out / CHECKPOINTS, out / SELF_CRITICAL_LOG, DEV_CIDER, args.patience)
     if args.fresh:
         checkpoint.clear()
     train_names, dev_names = dataset.split("train"), dataset.split("dev")
@@ -116,7 +115,7 @@ def main(argv=None):
         callback.set_model(model)
     before = {}
     dev_cider.on_epoch_end(-1, before)  # the starting model's score (a resumed run scores it again)
-    log.info("dev CIDEr-D before self-critical training: %.4f", before[MONITOR])
+    log.info("dev CIDEr-D before self-critical training: %.4f", before[DEV_CIDER])
     banned = (vocab.pad_id, vocab.start_id, vocab.unk_id)
 
     for epoch in range(initial_epoch, args.epochs):
@@ -152,35 +151,35 @@ def main(argv=None):
                 "seconds": round(time.perf_counter() - epoch_start, 1)}
         for callback in (dev_cider, checkpoint):  # checkpoint last: it commits the dev CIDEr-D with the epoch
             callback.on_epoch_end(epoch, logs)
-        log.info("epoch %d: mean reward %.4f, dev CIDEr-D %.4f, %.0f s", epoch + 1, logs["reward"], logs[MONITOR],
+        log.info("epoch %d: mean reward %.4f, dev CIDEr-D %.4f, %.0f s", epoch + 1, logs["reward"], logs[DEV_CIDER],
                  logs["seconds"])
     history = checkpoint.history
-    best = max(history, key=lambda row: row[MONITOR])
-    improved = best[MONITOR] > before[MONITOR]
+    best = max(history, key=lambda row: row[DEV_CIDER])
+    improved = best[DEV_CIDER] > before[DEV_CIDER]
     if improved:
         checkpoint.load_best(model)
     else:  # on a small dataset the decoder may only fit the training references better
         log.warning("no epoch beat the starting model's dev CIDEr-D (%.4f against %.4f): keeping its weights",
-                    best[MONITOR], before[MONITOR])
+                    best[DEV_CIDER], before[DEV_CIDER])
         model.load_weights(source / WEIGHTS_FILE)
     config.setdefault("training", {})["self_critical"] = {
         "from": source.name, "data": {"format": dataset.format, "source": dataset.source.name},
         "train_images": len(train_names), "dev_images": len(dev_names),
         "features": image_encoder.name, "epochs_run": len(history), "best_epoch": int(best["epoch"]) + 1,
-        "best_dev_cider": round(float(best[MONITOR]), 4), "dev_cider_before": round(float(before[MONITOR]), 4),
+        "best_dev_cider": round(float(best[DEV_CIDER]), 4), "dev_cider_before": round(float(before[DEV_CIDER]), 4),
         "kept": "best epoch" if improved else "starting weights", "samples": args.samples, "baseline": args.baseline,
         "temperature": args.temperature, "batch_size": args.batch_size,
         "learning_rate": args.learning_rate, "seed": args.seed,
         "train_seconds": round(sum(r.get("seconds", 0) for r in history), 1),
         "wall_seconds_this_run": round(time.time() - started, 1)}
     copy_companion_files(source, out, config)
-    config["familiarity"] = Familiarity.fit(train_features, dev_features).save(out)  # on the features it serves
+    config["familiarity"] = write_familiarity(out, Familiarity.fit(train_features, dev_features))  # on the features it serves
     save_artifact(out, model, vocab, config)  # config.json last: it names the encoder files copied above
     shutil.rmtree(out / CHECKPOINTS)
-    log.info("saved model folder %s (best dev CIDEr-D %.4f at epoch %d)", out, float(best[MONITOR]),
+    log.info("saved model folder %s (best dev CIDEr-D %.4f at epoch %d)", out, float(best[DEV_CIDER]),
              int(best["epoch"]) + 1)
     print(json.dumps(config["training"]["self_critical"], indent=2))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

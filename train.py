@@ -15,25 +15,26 @@ import time
 from pathlib import Path
 
 from pipeline.artifact import TRAINING_LOG
-from pipeline.cli import add_engine_arguments
+from pipeline.cli import add_backbone_argument, add_cache_argument, add_engine_arguments, run_main
+from pipeline.decoder import DECODERS, TRAINABLE
 from pipeline.feature_cache import features_or_exit
 from pipeline.formats import add_data_arguments, dataset_from_args
-from pipeline.openvino_encoder import add_export_arguments
+from pipeline.openvino_export import add_export_arguments
 from pipeline.vocab import Vocabulary, clean_caption
-from pipeline.logs import log_to_stderr
 
 log = logging.getLogger("train")
 CHECKPOINTS = ".checkpoints"
-MONITOR = "val_cider"  # the kept model is the one whose dev captions score best
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     # not weights/: that holds the published model and its metrics.json, which would then describe other weights
     p.add_argument("--out", default="runs/train", help="model folder to write (default: runs/train)")
-    p.add_argument("--backbone-weights", help="Xception weights: 'imagenet' (download), 'none' (random, for "
-                   "tests) or a local .weights.h5 file; default $CAPTION_BACKBONE_WEIGHTS, else imagenet")
-    p.add_argument("--cache-dir", help="feature cache root (default $CAPTION_CACHE_DIR or ~/.cache/flickr8k-captioner)")
+    p.add_argument("--architecture", choices=TRAINABLE, default=TRAINABLE[0],
+                   help=f"the decoder to train (pipeline/decoder.py; default {TRAINABLE[0]}); ensembles are made "
+                        "of trained folders by ensemble.py")
+    add_backbone_argument(p)
+    add_cache_argument(p)
     p.add_argument("--epochs", type=int, default=30, help="most epochs; early stopping on dev CIDEr-D ends sooner")
     p.add_argument("--patience", type=int, default=3, help="epochs without a better dev CIDEr-D before stopping")
     p.add_argument("--batch-size", type=int, default=64)
@@ -63,23 +64,29 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    log_to_stderr()
+    with run_main():
+        train(args)
+
+
+def train(args) -> None:
     started = time.time()
     dataset = dataset_from_args(args)  # before anything in --out is touched, and before TensorFlow loads
     # TensorFlow takes seconds to import: only after the arguments and the data are known to be good
     import keras
 
-    from pipeline.artifact import build_keras_decoder, make_config, save_artifact, write_config
-    from pipeline.encoder import ImageEncoder
+    from pipeline.artifact import (build_keras_decoder, exported_encoder_files, make_config, save_artifact,
+                                   write_config, write_familiarity)
+    from pipeline.encoder import KerasEncoder
     from pipeline.familiarity import Familiarity
-    from pipeline.openvino_encoder import OpenVINOEncoder, export
-    from pipeline.training import (DevCider, ResumableTraining, caption_sequences, make_dataset, masked_accuracy,
-                                   masked_loss)
+    from pipeline.openvino_encoder import OpenVINOEncoder
+    from pipeline.openvino_export import export
+    from pipeline.training import (DEV_CIDER, DevCider, ResumableTraining, caption_sequences, make_dataset,
+                                   masked_accuracy, masked_loss)
 
     keras.utils.set_random_seed(args.seed)
     out = Path(args.out)
     checkpoints = out / CHECKPOINTS
-    checkpoint = ResumableTraining(checkpoints, out / TRAINING_LOG, MONITOR, args.patience)
+    checkpoint = ResumableTraining(checkpoints, out / TRAINING_LOG, DEV_CIDER, args.patience)
     if args.fresh:
         checkpoint.clear()
 
@@ -90,12 +97,12 @@ def main(argv=None):
                               for c in dataset.captions[n]], args.min_count)
     log.info("%d train / %d dev images, vocabulary of %d tokens", len(train_names), len(dev_names), len(vocab))
 
-    encoder = ImageEncoder(args.backbone_weights)
+    encoder = KerasEncoder(args.backbone_weights)
     exported, feature_encoder = None, encoder
     if args.features_from == "exported":
         out.mkdir(parents=True, exist_ok=True)
         exported = export(encoder, out, args.weight_format, args.precision, args.float32_blocks)
-        feature_encoder = OpenVINOEncoder(out, exported, encoder.fingerprint)
+        feature_encoder = OpenVINOEncoder(exported_encoder_files(out, exported), exported, encoder.fingerprint)
     log.info("features from %s", feature_encoder.name)
     features = features_or_exit(feature_encoder, dataset.image_dir, train_names + dev_names, args)
     train_features, dev_features = features[:len(train_names)], features[len(train_names):]
@@ -104,7 +111,7 @@ def main(argv=None):
     train_ds = make_dataset(train_features, train_index, train_seqs, args.batch_size, shuffle=True, seed=args.seed)
     dev_ds = make_dataset(dev_features, dev_index, dev_seqs, args.batch_size, shuffle=False)
 
-    config = make_config(len(vocab), args.max_words + 1, encoder.fingerprint)
+    config = make_config(len(vocab), args.max_words + 1, encoder.fingerprint, DECODERS[args.architecture].trained_from)
     model = build_keras_decoder(config)
     model.compile(optimizer=keras.optimizers.Adam(args.learning_rate),
                   loss=masked_loss, metrics=[masked_accuracy])
@@ -130,18 +137,18 @@ def main(argv=None):
     checkpoint.load_best(model)
 
     history = checkpoint.history
-    best = max(history, key=lambda row: row[MONITOR])
+    best = max(history, key=lambda row: row[DEV_CIDER])
     config["training"] = {
         "data": {"format": dataset.format, "source": dataset.source.name},
         "train_images": len(train_names), "train_captions": len(train_seqs),
         "dev_images": len(dev_names), "epochs_run": len(history), "best_epoch": int(best["epoch"]) + 1,
-        "best_dev_cider": round(float(best[MONITOR]), 4), "dev_loss": round(float(best["val_loss"]), 4),
+        "best_dev_cider": round(float(best[DEV_CIDER]), 4), "dev_loss": round(float(best["val_loss"]), 4),
         "batch_size": args.batch_size,
         "learning_rate": args.learning_rate, "min_count": args.min_count, "max_words": args.max_words,
         "remove_stop_words": args.remove_stop_words, "seed": args.seed, "features": feature_encoder.name,
         "train_seconds": round(sum(r.get("seconds", 0) for r in history), 1),
         "wall_seconds_this_run": round(time.time() - started, 1)}
-    config["familiarity"] = Familiarity.fit(train_features, dev_features).save(out)
+    config["familiarity"] = write_familiarity(out, Familiarity.fit(train_features, dev_features))
     save_artifact(out, model, vocab, config)
     if not args.no_export:  # the app serves the exported encoder; without one it needs TensorFlow
         log.info("exporting the encoder for serving (OpenVINO)")
@@ -149,13 +156,13 @@ def main(argv=None):
                                                            args.float32_blocks)
         write_config(out, config)
     shutil.rmtree(checkpoints)
-    log.info("saved model folder %s (best dev CIDEr-D %.4f at epoch %d)", out, float(best[MONITOR]),
+    log.info("saved model folder %s (best dev CIDEr-D %.4f at epoch %d)", out, float(best[DEV_CIDER]),
              int(best["epoch"]) + 1)
     print(json.dumps(config["training"], indent=2))
     if args.push_to_hub:
         from pipeline.hub import push_to_hub
         push_to_hub(out, args.push_to_hub, private=args.private, image_encoder=encoder,
-                    commit_message=f"train.py: {len(history)} epochs, best dev CIDEr-D {float(best[MONITOR]):.4f}")
+                    commit_message=f"train.py: {len(history)} epochs, best dev CIDEr-D {float(best[DEV_CIDER]):.4f}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Which runtime serves the exported encoder (issue 11): OpenVINO, ONNX Runtime and LiteRT side by side.
+"""Which runtime serves the exported encoder: OpenVINO, ONNX Runtime and LiteRT side by side.
 
   pip install tf2onnx==1.17.0 onnxruntime==1.32.0 ai-edge-litert==2.3.0   # besides requirements-train.txt
   python experiments/encoder_runtimes.py --data ../shared/flickr8k --json experiments/encoder_runtimes.json
@@ -21,6 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from pipeline.cli import add_backbone_argument  # noqa: E402
 
 RUNTIMES = {"keras": ("tensorflow", "keras"), "openvino": ("openvino",), "onnxruntime": ("onnxruntime",),
             "litert": ("ai-edge-litert",)}  # runtime -> its installed distributions
@@ -34,8 +35,8 @@ runtime, model, pixels_file = sys.argv[1:4]
 pixels = np.load(pixels_file)
 if runtime == "keras":
     sys.path.insert(0, os.getcwd())
-    from pipeline.encoder import ImageEncoder
-    encode = ImageEncoder(model).encode_pixels
+    from pipeline.encoder import KerasEncoder
+    encode = KerasEncoder(model).encode_pixels
 elif runtime == "openvino":
     import openvino as ov
     request = ov.Core().compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY",
@@ -90,14 +91,14 @@ def export_all(encoder, folder: Path) -> dict:
                    check=True, capture_output=True)
     (folder / "encoder.tflite").write_bytes(tf.lite.TFLiteConverter.from_saved_model(str(folder / "saved_model"))
                                             .convert())
-    return {"keras": encoder.weights, "openvino": str(folder / "encoder.xml"),
+    return {"keras": encoder.source, "openvino": str(folder / "encoder.xml"),
             "onnxruntime": str(folder / "encoder.onnx"), "litert": str(folder / "encoder.tflite")}
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "flickr8k"), help="Flickr8k folder")
-    p.add_argument("--backbone-weights", help="as for train.py; default $CAPTION_BACKBONE_WEIGHTS, else imagenet")
+    add_backbone_argument(p)
     p.add_argument("--images", type=int, default=30, help="test images timed at batch 1 (default 30)")
     p.add_argument("--rounds", type=int, default=3, help="turns each runtime takes (default 3)")
     p.add_argument("--json", metavar="OUT", help="write the results here")
@@ -105,7 +106,7 @@ def main(argv=None):
     import numpy as np
 
     from pipeline.formats import load_dataset
-    from pipeline.encoder import IMAGE_SIZE, ImageEncoder
+    from pipeline.encoder import IMAGE_SIZE, KerasEncoder
     from pipeline.images import load_image, to_model_input
 
     dataset = load_dataset(args.data)
@@ -113,7 +114,7 @@ def main(argv=None):
                        for n in dataset.split("test")[:args.images]])
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        models = export_all(ImageEncoder(args.backbone_weights), tmp)
+        models = export_all(KerasEncoder(args.backbone_weights), tmp)
         np.save(tmp / "pixels.npy", pixels)
         runs = {runtime: [] for runtime in RUNTIMES}
         for _ in range(args.rounds):

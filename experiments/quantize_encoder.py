@@ -1,6 +1,6 @@
-"""The Xception encoder past float32 (issue 4, item 3): LiteRT/TFLite exports and bfloat16.
+"""The Xception encoder past float32: LiteRT/TFLite exports and bfloat16.
 
-  python experiments/quantize_encoder.py --data ../shared/flickr8k --weights weights --json q.json
+  python experiments/quantize_encoder.py --data ../shared/flickr8k --model weights --json q.json
 
 Variants: the float32 tf.function (the library's encoder, the baseline), a TFLite export in
 float32 (to tell the runtime's effect from the number format's), TFLite with float16 weights,
@@ -23,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import pipeline  # noqa: E402,F401  (first: it sets NumPy's and TensorFlow's environment)
+from pipeline.cli import add_backbone_argument, add_beam_argument, add_cache_argument, add_model_folder_argument  # noqa: E402
 
 AGREEMENT_NEEDED = 0.97
 VARIANTS = ("float32", "tflite-float32", "tflite-float16", "tflite-int8-dynamic", "bfloat16")
@@ -31,13 +32,13 @@ VARIANTS = ("float32", "tflite-float32", "tflite-float16", "tflite-int8-dynamic"
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "flickr8k"), help="Flickr8k folder")
-    p.add_argument("--weights", default=str(ROOT / "weights"), help="model folder (default: weights)")
-    p.add_argument("--backbone-weights", help="as for train.py; default $CAPTION_BACKBONE_WEIGHTS, else imagenet")
-    p.add_argument("--cache-dir", help="feature cache root (default $CAPTION_CACHE_DIR or ~/.cache/flickr8k-captioner)")
+    add_model_folder_argument(p, str(ROOT / "weights"), "the model folder", former="--weights")
+    add_backbone_argument(p)
+    add_cache_argument(p)
     p.add_argument("--limit-images", type=int, help="only the first N test images (default: all 1000)")
     p.add_argument("--latency-images", type=int, default=30, help="images timed at batch 1 (default 30)")
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
-    p.add_argument("--beam-size", type=int, default=3)
+    add_beam_argument(p)
     p.add_argument("--json", metavar="OUT", help="write the results here")
     p.add_argument("--time-variant", choices=VARIANTS, help=argparse.SUPPRESS)  # internal: time one, alone
     p.add_argument("--model-file", help=argparse.SUPPRESS)
@@ -104,14 +105,14 @@ def bfloat16_encoder(weights: str):
 
 
 def build(variant: str, encoder, model_file: Path | None = None):
-    """The variant's encode(pixels) -> features. `encoder`: an ImageEncoder or backbone weights to
+    """The variant's encode(pixels) -> features. `encoder`: an KerasEncoder or backbone weights to
     build one from; TFLite variants are converted from it, or read from model_file when it exists."""
-    from pipeline.encoder import ImageEncoder
+    from pipeline.encoder import KerasEncoder
     if variant == "bfloat16":
         return bfloat16_encoder(getattr(encoder, "weights", encoder))
     if variant.startswith("tflite") and model_file is not None and model_file.is_file():
         return TFLiteEncoder(model_file.read_bytes())
-    encoder = encoder if isinstance(encoder, ImageEncoder) else ImageEncoder(encoder)
+    encoder = encoder if isinstance(encoder, KerasEncoder) else KerasEncoder(encoder)
     if variant == "float32":
         return encoder.encode_pixels
     content = tflite_export(encoder, variant.removeprefix("tflite-"))
@@ -167,7 +168,7 @@ def main(argv=None):
 
     dataset = load_dataset(args.data)
     names = dataset.split("test")[:args.limit_images]
-    captioner = Captioner.from_pretrained(args.weights, args.backbone_weights, encoder="keras")
+    captioner = Captioner.from_pretrained(args.model, args.backbone_weights, encoder="keras")
     encoder = captioner.image_encoder
     references = {n: dataset.captions[n] for n in names}
     pixels = np.stack([to_model_input(load_image(dataset.image_path(n)), IMAGE_SIZE)
@@ -176,7 +177,7 @@ def main(argv=None):
     def captions(features):
         out = []
         for i in range(0, len(features), 100):
-            out += [hyps[0].text for hyps in captioner.decode(features[i:i + 100], args.beam_size)]
+            out += [d.caption for d in captioner.describe_features(features[i:i + 100], args.beam_size, 1)]
         return dict(zip(names, out))
 
     # the float32 encoder's captions: from its feature cache, as evaluate.py makes them

@@ -1,41 +1,59 @@
-"""The model folder: its files, and reading them with NumPy and h5py alone (no TensorFlow).
+"""The model folder: every fact of its files, and reading them with NumPy and h5py alone (no TensorFlow).
 
 A folder describes itself: config.json names the decoder's architecture and sizes, the backbone
-the decoder was trained on and, when one was exported, the encoder file that serves it.
+the decoder was trained on and, when one was exported, the encoder files that serve it. What
+each architecture and runtime needs of config.json is checked through their registries
+(pipeline/decoder.py's DECODERS, pipeline/encoder_runtimes.py's ENCODER_RUNTIMES).
 
   config.json           architecture, vocabulary size, caption length, encoder (see make_config)
   vocab.json            the word list
   decoder.weights.h5    the decoder's Keras weights (read here with h5py), stored in the precision
                         config.json's weights_dtype names (float32 unless it says float16)
-  encoder.xml, encoder-*.bin   optional: the backbone exported for serving (OpenVINO IR in parts
-                        under 25 MB, see export_encoder.py and pipeline/openvino_encoder.py)
+  encoder.xml, encoder-NNNNN-of-NNNNN.bin   optional: the backbone exported for serving (OpenVINO
+                        IR, its weights in parts of ENCODER_PART_BYTES; export_encoder.py)
+  familiarity.npz       optional: how close a photo is to the training photos (pipeline/familiarity.py)
+  metrics.json, training_log.csv, self_critical_log.csv   optional: how the model was made and scored
+
+Every file must fit MAX_FILE_BYTES, what a Hub or git repo file may hold without large-file storage.
 """
 import fnmatch
 import json
 import shutil
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .decoder import DECODERS, ENSEMBLE_MEANS, ensemble_mean
-from .familiarity import FAMILIARITY_FILE
-from .files import atomic_path, write_text_atomically
+from .decoder import ARCHITECTURE, DECODERS
+from .encoder import BACKBONE, FEATURE_DIM, IMAGE_SIZE, PREPROCESSING
+from .encoder_runtimes import ENCODER_RUNTIMES, EXPORTED_RUNTIMES
+from .familiarity import Familiarity
+from .files import atomic_path, sha256_of, write_text_atomically
 from .vocab import Vocabulary
 
-# 2: the architecture may be an ensemble, and the folder may hold familiarity.npz. Format 1 folders
+# 2: the architecture may be an ensemble, and the folder may hold the familiarity file. Format 1 folders
 # (one merge-lstm) read as they are: they hold nothing format 2 reads differently.
 FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)
 CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE = "config.json", "vocab.json", "decoder.weights.h5"
 ARTIFACT_FILES = (CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE)  # what every model folder holds
-# what each training stage logs, one row per epoch (train.py, scst.py)
-TRAINING_LOG, SELF_CRITICAL_LOG = "training_log.csv", "self_critical_log.csv"
-# How decoder.weights.h5 may store its arrays; both load as float32. float16 halves the file: an
-# ensemble of 3 merge decoders takes 14.6 MB, where float32's 29 MB is over the 25 MB a repo file may hold.
-WEIGHTS_DTYPES = ("float32", "float16")
-ENCODER_PATTERN = "encoder*"  # the exported encoder's files (encoder.xml, encoder-*.bin), when there is one
+FAMILIARITY_FILE = "familiarity.npz"
+# what each training stage logs, one row per epoch (train.py, scst.py), and evaluate.py's scores
+TRAINING_LOG, SELF_CRITICAL_LOG, METRICS_FILE = "training_log.csv", "self_critical_log.csv", "metrics.json"
+REPORT_FILES = (METRICS_FILE, TRAINING_LOG, SELF_CRITICAL_LOG)  # published beside the model when present
+CARD_FILE = "README.md"  # the model card of a published folder
 ENCODER_GRAPH_FILE, ENCODER_WEIGHTS_PATTERN = "encoder.xml", "encoder-*.bin"
+ENCODER_PATTERN = "encoder*"  # the exported encoder's files, when there is one
+SERVED_FILES = [*ARTIFACT_FILES, ENCODER_PATTERN, FAMILIARITY_FILE]  # what loading needs: not the card or logs
+# The largest file a model folder may hold: the Hub stores bigger files only through its
+# large-file storage, and git hosts warn or refuse. The exported encoder is written in parts
+# of ENCODER_PART_BYTES (its float16 weights, 41 MB, in three parts), below it.
+MAX_FILE_BYTES = 25 * 10**6
+ENCODER_PART_BYTES = 20 * 2**20
+# How decoder.weights.h5 may store its arrays; both load as float32. float16 halves the file: an
+# ensemble of 3 merge decoders takes 14.6 MB, where float32's 29 MB is over MAX_FILE_BYTES.
+WEIGHTS_DTYPES = ("float32", "float16")
 
 # Bounds that keep a corrupt or hostile config.json from asking for absurd allocations; the
 # largest real values are far below (Flickr8k: 2,536 words, 31 tokens, 256 units).
@@ -51,11 +69,29 @@ LIMITS = {"vocab_size": (5, 200_000), "max_length": (2, 200), "units": (1, 4096)
 MAX_DECODER_VALUES = 50_000_000
 MAX_JSON_BYTES, MAX_JSON_DEPTH = 2**20, 32  # config.json and metrics.json hold a few KB, nested 4 deep
 MAX_TOKEN_BYTES = 100  # a vocabulary's longest word, as JSON (Flickr8k's longest is 20)
-MAX_CENTROIDS, MAX_DEV_IMAGES = 4096, 1_000_000  # familiarity.npz: 256 centroids and 1000 dev images today
+MAX_CENTROIDS, MAX_DEV_IMAGES = 4096, 1_000_000  # the familiarity file: 256 centroids and 1000 dev images today
 
 
 class ArtifactError(Exception):
     """A model folder is missing a file, holds a corrupt one, or its pieces disagree."""
+
+
+def is_model_folder(folder: Path) -> bool:
+    """Whether `folder` holds the files every model folder has (ARTIFACT_FILES)."""
+    return all((Path(folder) / name).is_file() for name in ARTIFACT_FILES)
+
+
+def encoder_weight_files(parts: int) -> list[str]:
+    """The names of an exported encoder's weights in `parts` parts, in order (ENCODER_WEIGHTS_PATTERN)."""
+    return [f"encoder-{i:05d}-of-{parts:05d}.bin" for i in range(1, parts + 1)]
+
+
+def check_file_size(path: Path) -> None:
+    """Refuse a model folder's file over MAX_FILE_BYTES, which could not be published."""
+    size = Path(path).stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise ArtifactError(f"{path} is {size:,} bytes, over the {MAX_FILE_BYTES:,} a model folder's file may take "
+                            "(a Hub or git repo file without large-file storage)")
 
 
 def folder_file(folder: Path, name: str) -> Path:
@@ -106,23 +142,45 @@ def read_json(path: Path, max_bytes: int = MAX_JSON_BYTES) -> dict:
     return data
 
 
-def _field(config: dict, path: Path, *keys: str, kind: type = int):
-    """config[keys[0]][keys[1]]..., checked for presence, type and (for sizes) LIMITS."""
-    value = config
-    for depth, key in enumerate(keys):
-        if not isinstance(value, dict) or key not in value:
-            raise ArtifactError(f"{path}: missing the key {'.'.join(keys[:depth + 1])!r}")
-        value = value[key]
-    name = ".".join(keys)
-    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise ArtifactError(f"{path}: {name} must be an integer, got {value!r}")
-    if not isinstance(value, kind):
-        raise ArtifactError(f"{path}: {name} must be a {kind.__name__}, got {value!r}")
-    if keys[-1] in LIMITS:
-        low, high = LIMITS[keys[-1]]
-        if not low <= value <= high:
-            raise ArtifactError(f"{path}: {name}={value} is outside {low}..{high}")
-    return value
+@dataclass(frozen=True)
+class ConfigSection:
+    """One object of config.json (the whole file, or one nested in it), whose values are read with
+    checks: present, of their type and, for sizes, within LIMITS. The registries' checks
+    (DECODERS, ENCODER_RUNTIMES) read their own sections through it."""
+    value: dict
+    path: Path
+    where: tuple[str, ...] = ()
+
+    def _name(self, key: str) -> str:
+        return ".".join((*self.where, key))
+
+    def error(self, message: str) -> ArtifactError:
+        """An error about this section, naming the file and where in it."""
+        return ArtifactError(f"{self.path}: {'.'.join(self.where) + ' ' if self.where else ''}{message}")
+
+    def get(self, key: str, kind: type = int):
+        if key not in self.value:
+            raise ArtifactError(f"{self.path}: missing the key {self._name(key)!r}")
+        value = self.value[key]
+        if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ArtifactError(f"{self.path}: {self._name(key)} must be an integer, got {value!r}")
+        if not isinstance(value, kind):
+            raise ArtifactError(f"{self.path}: {self._name(key)} must be a {kind.__name__}, got {value!r}")
+        if key in LIMITS:
+            low, high = LIMITS[key]
+            if not low <= value <= high:
+                raise ArtifactError(f"{self.path}: {self._name(key)}={value} is outside {low}..{high}")
+        return value
+
+    def section(self, key: str) -> "ConfigSection":
+        return ConfigSection(self.get(key, dict), self.path, (*self.where, key))
+
+    def items(self, key: str) -> list["ConfigSection"]:
+        """The objects of a list, each a section (anything else in the list is refused)."""
+        values = self.get(key, list)
+        if not all(isinstance(item, dict) for item in values):
+            raise ArtifactError(f"{self.path}: {self._name(key)} must list objects")
+        return [ConfigSection(item, self.path, (*self.where, f"{key}[{i}]")) for i, item in enumerate(values)]
 
 
 def read_config(folder: Path) -> dict:
@@ -132,43 +190,36 @@ def read_config(folder: Path) -> dict:
     if config.get("format_version") not in READABLE_FORMATS:
         raise ArtifactError(f"{path}: format_version {config.get('format_version')!r}, "
                             f"this code reads {' and '.join(map(str, READABLE_FORMATS))}")
-    _field(config, path, "vocab_size")
-    _field(config, path, "max_length")
-    name = _field(config, path, "architecture", "name", kind=str)
+    root = ConfigSection(config, path)
+    root.get("vocab_size")
+    root.get("max_length")
+    architecture = root.section("architecture")
+    name = architecture.get("name", str)
     if name not in DECODERS:
         raise ArtifactError(f"{path}: architecture {name!r} is not one this code builds ({', '.join(DECODERS)})")
-    if name == "ensemble":
-        members = _field(config, path, "architecture", "members", kind=list)
-        if not members or not all(isinstance(m, dict) and m.get("name") == "merge-lstm" for m in members):
-            raise ArtifactError(f"{path}: architecture.members must list merge-lstm decoders")
-        for i, member in enumerate(members):
-            for key, kind in (("units", int), ("embedding_dim", int), ("dropout", float)):
-                _field({"member": member}, path, "member", key, kind=kind)
-        if ensemble_mean(config["architecture"]) not in ENSEMBLE_MEANS:
-            raise ArtifactError(f"{path}: architecture.mean {config['architecture']['mean']!r} is not one of "
-                                f"{', '.join(ENSEMBLE_MEANS)}")
-    else:
-        _field(config, path, "architecture", "units")
-        _field(config, path, "architecture", "embedding_dim")
-        _field(config, path, "architecture", "dropout", kind=float)
+    DECODERS[name].check(architecture)
+    encoder = root.section("encoder")
     for key in ("backbone", "preprocessing", "weights_fingerprint"):
-        _field(config, path, "encoder", key, kind=str)
-    _field(config, path, "encoder", "feature_dim")
-    _field(config, path, "encoder", "image_size")
+        encoder.get(key, str)
+    encoder.get("feature_dim")
+    encoder.get("image_size")
     if "exported" in config["encoder"]:
+        exported = encoder.section("exported")
         for key in ("runtime", "sha256", "precision"):
-            _field(config, path, "encoder", "exported", key, kind=str)
-        for name in _field(config, path, "encoder", "exported", "weight_files", kind=list):
+            exported.get(key, str)
+        if exported.value["runtime"] not in EXPORTED_RUNTIMES:
+            raise exported.error(f"runtime {exported.value['runtime']!r} is not supported "
+                                 f"({', '.join(EXPORTED_RUNTIMES)})")
+        for name in exported.get("weight_files", list):
             folder_file(folder, name)
             if not fnmatch.fnmatchcase(name, ENCODER_WEIGHTS_PATTERN):
                 raise ArtifactError(f"{path}: encoder.exported.weight_files names {name!r}, not a file "
                                     f"{ENCODER_WEIGHTS_PATTERN}")
-        if "float32_blocks" in config["encoder"]["exported"]:
-            _field(config, path, "encoder", "exported", "float32_blocks")
+        ENCODER_RUNTIMES[exported.value["runtime"]].check_export(exported)
     if config.get("weights_dtype", "float32") not in WEIGHTS_DTYPES:
         raise ArtifactError(f"{path}: weights_dtype {config['weights_dtype']!r} is not one of {', '.join(WEIGHTS_DTYPES)}")
     if "familiarity" in config:
-        threshold = _field(config, path, "familiarity", "unfamiliar_below", kind=float)
+        threshold = root.section("familiarity").get("unfamiliar_below", float)
         if not 0 <= threshold <= 1:
             raise ArtifactError(f"{path}: familiarity.unfamiliar_below={threshold} is outside 0..1")
     values = decoder_values(config)
@@ -186,6 +237,21 @@ def decoder_values(config: dict) -> int:
 def exported_files(exported: dict) -> list[str]:
     """The exported encoder's files (config.json's encoder.exported): the graph, then the weights' parts in order."""
     return [ENCODER_GRAPH_FILE, *exported["weight_files"]]
+
+
+def exported_encoder_files(folder: Path, exported: dict) -> list[Path]:
+    """The files of the exported encoder that `exported` (config.json's encoder.exported) names, each
+    inside the folder and present, and together hashing to its sha256: a swapped or truncated file
+    is refused, not silently served."""
+    folder = Path(folder)
+    paths = [folder_file(folder, name) for name in exported_files(exported)]
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        raise ArtifactError(f"{folder}: {CONFIG_FILE} names an exported encoder but {', '.join(missing)} is missing")
+    if sha256_of(*paths) != exported["sha256"]:
+        raise ArtifactError(f"{folder}: {', '.join(p.name for p in paths)} do not match the sha256 in {CONFIG_FILE} "
+                            "(corrupt, or from another export)")
+    return paths
 
 
 def model_files(folder: Path, config: dict) -> list[Path]:
@@ -239,17 +305,15 @@ def read_keras_weights(path: Path, max_values: int = MAX_DECODER_VALUES) -> dict
     return weights
 
 
-def make_config(vocab_size: int, max_length: int, backbone_fingerprint: str, **extra) -> dict:
+def make_config(vocab_size: int, max_length: int, backbone_fingerprint: str, architecture: dict = ARCHITECTURE,
+                **extra) -> dict:
     """config.json of a new model folder: the decoder's architecture and the encoder it reads."""
     import keras
     import tensorflow as tf
 
-    from .decoder import ARCHITECTURE
-    from .encoder import BACKBONE, FEATURE_DIM, IMAGE_SIZE, PREPROCESSING
-
     return {
         "format_version": FORMAT_VERSION,
-        "architecture": dict(ARCHITECTURE),
+        "architecture": dict(architecture),
         "vocab_size": vocab_size,
         "max_length": max_length,
         "encoder": {"backbone": BACKBONE, "image_size": IMAGE_SIZE, "pooling": "avg",
@@ -266,8 +330,8 @@ def write_config(folder: Path, config: dict) -> None:
 
 
 def build_keras_decoder(config: dict):
-    from .decoder import build_keras
-    return build_keras(config)
+    """The Keras model of the decoder that config.json names (DECODERS)."""
+    return DECODERS[config["architecture"]["name"]].build(config)
 
 
 def save_artifact(folder: str | Path, model, vocab: Vocabulary, config: dict) -> Path:
@@ -281,6 +345,7 @@ def save_artifact(folder: str | Path, model, vocab: Vocabulary, config: dict) ->
         inference.save_weights(tmp)
         if config.get("weights_dtype") == "float16":
             _store_as_float16(tmp)
+        check_file_size(tmp)
     vocab.save(folder / VOCAB_FILE)
     write_config(folder, config)
     return folder
@@ -328,6 +393,29 @@ def check_npz(path: Path, max_bytes: dict[str, int]) -> None:
                                         f"{max_bytes[name]:,} it may take")
     except (OSError, zipfile.BadZipFile) as error:
         raise ArtifactError(f"{path} is not an .npz file: {error}") from None
+
+
+def write_familiarity(folder: Path, familiarity: Familiarity) -> dict:
+    """Store the familiarity calibration in the folder; returns the entry for config.json's `familiarity`."""
+    return familiarity.save(Path(folder) / FAMILIARITY_FILE)
+
+
+def read_familiarity(folder: Path, config: dict) -> Familiarity | None:
+    """The folder's familiarity calibration, if its config names one (folders from before have none)."""
+    if "familiarity" not in config:
+        return None
+    feature_dim = config["encoder"]["feature_dim"]
+    path = folder_file(folder, FAMILIARITY_FILE)
+    # each array's .npy: its values (float16 centroids are written; float32 would do) and a header
+    check_npz(path, {"centroids": MAX_CENTROIDS * feature_dim * 4 + 512, "dev_distances": MAX_DEV_IMAGES * 8 + 512})
+    try:
+        familiarity = Familiarity.load(path)
+    except (OSError, KeyError, ValueError) as error:
+        raise ArtifactError(f"{path} is not a familiarity calibration: {type(error).__name__}: {error}") from None
+    if familiarity.centroids.shape[1] != feature_dim:
+        raise ArtifactError(f"{path} was fitted on {familiarity.centroids.shape[1]}-wide features, the encoder "
+                            f"gives {feature_dim}")
+    return familiarity
 
 
 def load_keras_decoder(folder: str | Path):

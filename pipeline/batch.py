@@ -1,6 +1,6 @@
 """Captioning many photos: finding them, one record per photo, and captioning batches with the
-encoder never waiting for image decoding. caption.py's local engine; the app's batch tab and the
-Ray engine (pipeline/ray_engine.py) share its pieces.
+encoder never waiting for image decoding (caption.py's local engine), or in slices (the app's
+batch tab). Each photo goes through the Captioner's batch forms, as on Ray (pipeline/ray_engine.py).
 """
 import glob
 import os
@@ -12,9 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .captioner import Captioner, Description
-from .encoder import IMAGE_SIZE
-from .images import ImageError, load_image, to_model_input
+from .beam_search import DEFAULT_BEAM_SIZE
+from .captioner import Captioner, Description, Failure
 
 # What a folder is searched for: every extension Pillow can open (explicit files are taken whatever
 # their name, and a non-image among them gets an error record).
@@ -101,71 +100,41 @@ def find_photos(arguments: Iterable[str]) -> list[str]:
     return photos
 
 
-def caption_record(path: str, result: Description | str | None, n_best: int) -> dict:
-    """The output record of one photo from its Description, or from why it has none (`error`): its
-    best caption, its familiarity (None for a model without one) and, with `n_best`, the n-best
-    captions with the probability the model gives each. Every record has every key."""
+def caption_record(path: str, result: Description | Failure | None, n_best: int) -> dict:
+    """The output record of one photo from its Description, or from its Failure: its best
+    caption, its familiarity (None for a model without one), `error` (why it has no caption) and,
+    with `n_best`, the n-best captions with the probability the model gives each. Every record
+    has every key (None: the keys alone)."""
     described = isinstance(result, Description)
     record = {"path": path, "caption": result.caption if described else None,
               "familiarity": None if not described or result.familiarity is None else round(result.familiarity, 4),
               "unfamiliar": result.unfamiliar if described and result.familiarity is not None else None,
-              "error": None if described else result}
+              "error": result.reason if isinstance(result, Failure) else None}
     if n_best:
         record["n_best"] = [{"caption": c.text, "probability": c.probability}
                             for c in (result.n_best if described else [])[:n_best]]
     return record
 
 
-def load_pixels(source) -> np.ndarray | str:
-    """The encoder's input for one image, as Captioner.generate makes it (so the captions are the
-    same), or why the image cannot be captioned."""
-    try:
-        return to_model_input(load_image(source), IMAGE_SIZE)
-    except ImageError as error:
-        return str(error)
-    except OSError as error:  # e.g. a file that cannot be read (permissions)
-        return f"{source} could not be read ({error.strerror or error})"
-
-
-def encode_loaded(captioner: Captioner, loaded: list[np.ndarray | str]) -> np.ndarray | None:
-    """The features of the loaded images (error messages skipped), in one encoder pass."""
-    pixels = [item for item in loaded if not isinstance(item, str)]
-    return captioner.image_encoder.encode_pixels(np.stack(pixels)) if pixels else None
-
-
-def describe_loaded(captioner: Captioner, loaded: list[np.ndarray | str], features: np.ndarray | None,
-                    beam_size: int, n_best: int = 1) -> list[Description | str]:
-    """The Description of each loaded image from its features (one batched beam search), or its
-    error message as given."""
-    described = iter(captioner.describe_features(features, beam_size, max(n_best, 1)) if features is not None else [])
-    return [item if isinstance(item, str) else next(described) for item in loaded]
-
-
-def caption_pixels(captioner: Captioner, loaded: list[np.ndarray | str], beam_size: int,
-                   n_best: int = 1) -> list[Description | str]:
-    """The Description of each loaded image (its n-best captions, its familiarity), or its error
-    message as given: one encoder pass over the images and one batched beam search."""
-    return describe_loaded(captioner, loaded, encode_loaded(captioner, loaded), beam_size, n_best)
-
-
 def _batches(items: list, size: int) -> Iterator[list]:
     return (items[i:i + size] for i in range(0, len(items), size))
 
 
-def caption_in_slices(captioner: Captioner, sources: list, load: Callable[[object], np.ndarray | str],
-                      beam_size: int, slice_size: int) -> list[Description | str]:
-    """caption_pixels over `sources`, `slice_size` at a time: each slice is loaded (`load`: a
-    source to pixels, or why it has none), encoded and searched before the next is loaded, so a
+def caption_in_slices(captioner: Captioner, sources: list, load: Callable[[object], np.ndarray | Failure],
+                      beam_size: int, slice_size: int) -> list[Description | Failure]:
+    """Captioner.describe_batch over `sources`, `slice_size` at a time: each slice is loaded (`load`:
+    a source to pixels, or a Failure), encoded and searched before the next is loaded, so a
     batch holds one slice's decoding and one encoder pass of `slice_size` images at most, and
     another request waits for one slice's encoder pass, not the whole batch's."""
     results = []
     for part in _batches(sources, slice_size):
-        results += caption_pixels(captioner, [load(source) for source in part], beam_size)
+        results += captioner.describe_batch([load(source) for source in part], beam_size)
     return results
 
 
 def caption_files(captioner: Captioner, paths: list[str], write: Callable[[list[dict]], None], *,
-                  batch_size: int = 32, beam_size: int = 3, n_best: int = 0, loaders: int | None = None) -> None:
+                  batch_size: int = 32, beam_size: int = DEFAULT_BEAM_SIZE, n_best: int = 0,
+                  loaders: int | None = None) -> None:
     """Caption `paths` batch by batch, handing each batch's records to `write` in order.
 
     Threads decode and resize the next batches (Pillow releases the GIL) while the encoder runs
@@ -182,10 +151,10 @@ def caption_files(captioner: Captioner, paths: list[str], write: Callable[[list[
         def submit_next():
             batch = next(batches, None)
             if batch is not None:
-                ahead.append((batch, [pool.submit(load_pixels, path) for path in batch]))
+                ahead.append((batch, [pool.submit(captioner.preprocess, path) for path in batch]))
 
         def records(batch, loaded, features):
-            results = describe_loaded(captioner, loaded, features, beam_size, n_best)
+            results = captioner.describe_batch(loaded, beam_size, n_best, features)
             return [caption_record(path, result, n_best) for path, result in zip(batch, results)]
 
         for _ in range(BATCHES_AHEAD):
@@ -195,7 +164,7 @@ def caption_files(captioner: Captioner, paths: list[str], write: Callable[[list[
             batch, futures = ahead.popleft()
             submit_next()
             loaded = [f.result() for f in futures]
-            features = encode_loaded(captioner, loaded)
+            features = captioner.encode_batch(loaded)
             if searching is not None:
                 write(searching.result())
             searching = search.submit(records, batch, loaded, features)

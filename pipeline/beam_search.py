@@ -10,6 +10,7 @@ import numpy as np
 
 
 MAX_BEAM_SIZE = 10  # the widest search any entry point offers: each row costs a decoder step a word
+DEFAULT_BEAM_SIZE = 3  # what every entry point searches with unless told otherwise (weights/ was tuned at it)
 
 @dataclass(frozen=True)
 class FluencyRules:
@@ -43,7 +44,7 @@ class Hypothesis:
     log_prob: float
 
 
-def beam_search(step, state, batch_size: int, start_id: int, end_id: int, beam_size: int = 3,
+def beam_search(step, state, batch_size: int, start_id: int, end_id: int, beam_size: int = DEFAULT_BEAM_SIZE,
                 max_length: int = 30, n_best: int = 1, banned_ids=(), min_length: int = 1,
                 rules: FluencyRules | None = None) -> list[list[Hypothesis]]:
     """The `n_best` most probable captions of each of `batch_size` inputs, best first.

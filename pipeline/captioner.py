@@ -1,7 +1,8 @@
 """`Captioner`: a model folder (pipeline/artifact.py) loaded for captioning, with NumPy and an encoder runtime.
 
-The decoder always runs in NumPy. The image encoder comes from ENCODERS: the folder's exported
-encoder (OpenVINO, no TensorFlow) or the Keras backbone it was exported from.
+The decoder always runs in NumPy. The image encoder is the folder's exported one (run by the
+runtime its config names, pipeline/encoder_runtimes.py: OpenVINO, no TensorFlow) or the Keras
+backbone it was exported from.
 """
 import logging
 import math
@@ -11,12 +12,14 @@ from pathlib import Path
 import numpy as np
 import threadpoolctl
 
-from .artifact import (MAX_CENTROIDS, MAX_DEV_IMAGES, WEIGHTS_FILE, ArtifactError, check_npz, decoder_values,
-                       folder_file, read_config, read_keras_weights, read_vocab)
-from .beam_search import FluencyRules, beam_search
+from .artifact import (CONFIG_FILE, WEIGHTS_FILE, ArtifactError, decoder_values, exported_encoder_files, folder_file,
+                       read_config, read_familiarity, read_keras_weights, read_vocab)
+from .beam_search import DEFAULT_BEAM_SIZE, FluencyRules, beam_search
 from .decoder import Steps, decoder_steps
 from .encoder import BACKBONE, PixelEncoder
-from .familiarity import FAMILIARITY_FILE, Familiarity
+from .encoder_runtimes import ENCODER_RUNTIMES
+from .familiarity import Familiarity
+from .images import ImageError, load_image, to_model_input
 from .vocab import FUNCTION_WORDS, Vocabulary
 
 log = logging.getLogger(__name__)
@@ -28,9 +31,9 @@ class BackboneError(RuntimeError):
 
 def keras_encoder(folder: Path, config: dict, backbone_weights: str | None) -> PixelEncoder:
     """The Keras backbone (TensorFlow): what the decoder was trained on."""
-    from .encoder import ImageEncoder
+    from .encoder import KerasEncoder
     try:
-        return ImageEncoder(backbone_weights)
+        return KerasEncoder(backbone_weights)
     except ImportError:
         raise
     except Exception as error:  # Keras raises a bare Exception when its download fails
@@ -42,11 +45,13 @@ def exported_encoder(folder: Path, config: dict, backbone_weights: str | None) -
     exported = config["encoder"].get("exported")
     if exported is None:
         raise ArtifactError(f"{folder} carries no exported encoder: build one with `python export_encoder.py "
-                            f"--weights {folder}` (requirements-train.txt), or use the Keras encoder")
-    if exported["runtime"] != "openvino":
-        raise ArtifactError(f"{folder / 'config.json'}: encoder runtime {exported['runtime']!r} is not supported")
-    from .openvino_encoder import OpenVINOEncoder
-    return OpenVINOEncoder(folder, exported, config["encoder"]["weights_fingerprint"])
+                            f"--model {folder}` (requirements-train.txt), or use the Keras encoder")
+    files = exported_encoder_files(folder, exported)
+    try:
+        runtime = ENCODER_RUNTIMES[exported["runtime"]]
+        return runtime.load_export(files, exported, config["encoder"]["weights_fingerprint"])
+    except ValueError as error:  # a graph the runtime cannot compile
+        raise ArtifactError(str(error)) from None
 
 
 # How a Captioner gets its image encoder: "auto" is the exported one when the folder has it.
@@ -73,28 +78,9 @@ def load_artifact(folder: str | Path) -> tuple[Steps, Vocabulary, dict]:
     try:
         steps = decoder_steps(read_keras_weights(folder_file(folder, WEIGHTS_FILE), decoder_values(config)), config)
     except ValueError as error:
-        raise ArtifactError(f"{folder / WEIGHTS_FILE} does not fit the decoder that config.json describes: "
+        raise ArtifactError(f"{folder / WEIGHTS_FILE} does not fit the decoder that {CONFIG_FILE} describes: "
                             f"{error}") from None
     return steps, vocab, config
-
-
-def load_familiarity(folder: Path, config: dict) -> Familiarity | None:
-    """The folder's familiarity calibration, if its config names one (folders from before have none)."""
-    if "familiarity" not in config:
-        return None
-    feature_dim = config["encoder"]["feature_dim"]
-    # each array's .npy: its values (float16 centroids are written; float32 would do) and a header
-    check_npz(folder_file(folder, FAMILIARITY_FILE), {"centroids": MAX_CENTROIDS * feature_dim * 4 + 512,
-                                                      "dev_distances": MAX_DEV_IMAGES * 8 + 512})
-    try:
-        familiarity = Familiarity.load(folder)
-    except (OSError, KeyError, ValueError) as error:
-        raise ArtifactError(f"{folder / FAMILIARITY_FILE} is not a familiarity calibration: "
-                            f"{type(error).__name__}: {error}") from None
-    if familiarity.centroids.shape[1] != config["encoder"]["feature_dim"]:
-        raise ArtifactError(f"{folder / FAMILIARITY_FILE} was fitted on {familiarity.centroids.shape[1]}-wide "
-                            f"features, the encoder gives {config['encoder']['feature_dim']}")
-    return familiarity
 
 
 @dataclass(frozen=True)
@@ -121,6 +107,12 @@ class Description:
     unfamiliar: bool
 
 
+@dataclass(frozen=True)
+class Failure:
+    """A photo that has no caption, and why (not an image, truncated, unreadable, a link, ...)."""
+    reason: str
+
+
 def fluency_rules(vocab: Vocabulary) -> FluencyRules:
     """No word or two-word phrase twice, no ending on a function word (evaluate.py counts each)."""
     return FluencyRules(no_end_after=frozenset(vocab.index[w] for w in FUNCTION_WORDS if w in vocab.index))
@@ -136,11 +128,26 @@ def decode(steps: Steps, vocab: Vocabulary, features: np.ndarray, beam_size: int
     return [[Caption(vocab.decode(h.tokens), h.log_prob) for h in hyps] for hyps in results]
 
 
+def preprocess(source, image_size: int) -> np.ndarray | Failure:
+    """The encoder's input for one image (a path, bytes, PIL image or array), as Captioner.describe
+    computes it (so the captions are the same), or a Failure saying why there is none."""
+    try:
+        return to_model_input(load_image(source), image_size)
+    except ImageError as error:
+        return Failure(str(error))
+    except OSError as error:  # e.g. a file that cannot be read (permissions)
+        return Failure(f"{source} could not be read ({error.strerror or error})")
+
+
 class Captioner:
     """Image in, English caption out.
 
     >>> captioner = Captioner.from_pretrained("weights")
     >>> captioner.caption("photo.jpg", beam_size=3)
+
+    One photo: describe (or caption, for the text alone). Many: preprocess each (pixels, or a
+    Failure saying why there are none), then describe_batch; encode_batch and describe_features
+    are its two halves, for callers that encode one batch while another is searched.
     """
 
     def __init__(self, steps: Steps, vocab: Vocabulary, config: dict, image_encoder: PixelEncoder,
@@ -148,13 +155,14 @@ class Captioner:
         self.steps, self.vocab, self.config, self.image_encoder = steps, vocab, config, image_encoder
         self.familiarity = familiarity
         self.max_length = config["max_length"]
+        self.image_size = config["encoder"]["image_size"]
         # NumPy's OpenBLAS threads spin a while after each product: beside the encoder's own threads on
         # a small CPU that slowed the next Xception pass by a third (bench.py). The decoder's products
         # are small; one thread is enough. threadpoolctl applies it whatever was imported first.
         threadpoolctl.threadpool_limits(1, user_api="blas")
         if config["encoder"]["weights_fingerprint"] != image_encoder.fingerprint:
             log.warning("the decoder was trained on other backbone weights than %s (fingerprint %s, not %s); "
-                        "captions will be poor", image_encoder.weights, image_encoder.fingerprint,
+                        "captions will be poor", image_encoder.source, image_encoder.fingerprint,
                         config["encoder"]["weights_fingerprint"])
 
     @classmethod
@@ -168,41 +176,47 @@ class Captioner:
         if config["encoder"]["backbone"] != BACKBONE:
             raise ArtifactError(f"{folder}: backbone {config['encoder']['backbone']!r} is not supported")
         image_encoder = image_encoder or load_image_encoder(Path(folder), config, encoder, backbone_weights)
-        return cls(steps, vocab, config, image_encoder, load_familiarity(Path(folder), config))
+        return cls(steps, vocab, config, image_encoder, read_familiarity(Path(folder), config))
 
     def warm_up(self) -> None:
         """Caption a blank photo once: runtimes set up their kernels on the first pass (OpenVINO's
         bf16 encoder took 0.13 s, then 0.07 s), which would otherwise slow the first request."""
-        size = self.config["encoder"]["image_size"]
-        self.describe(np.zeros((size, size, 3), np.uint8))
+        self.describe(np.zeros((self.image_size, self.image_size, 3), np.uint8))
 
-    def decode(self, features: np.ndarray, beam_size: int = 3, n_best: int = 1) -> list[list[Caption]]:
-        """The n-best captions of each feature row, best first."""
-        return decode(self.steps, self.vocab, features, beam_size, self.max_length, n_best)
-
-    def generate(self, images, beam_size: int = 3, n_best: int = 1, batch_size: int = 32) -> list[list[Caption]]:
-        out = []
-        for i in range(0, len(images), batch_size):
-            features = self.image_encoder.encode(images[i:i + batch_size], batch_size)
-            out.extend(self.decode(features, beam_size, n_best))
-        return out
-
-    def describe(self, image, beam_size: int = 3) -> Description:
-        """The caption, the `beam_size` best captions and the photo's familiarity."""
+    def describe(self, image, beam_size: int = DEFAULT_BEAM_SIZE) -> Description:
+        """The caption, the `beam_size` best captions and the photo's familiarity. `image`: a path,
+        PIL image, bytes or HxWx3 array; one that is not an image raises ImageError."""
         return self.describe_features(self.image_encoder.encode([image], 1), beam_size)[0]
 
-    def describe_features(self, features: np.ndarray, beam_size: int = 3, n_best: int | None = None) -> list[Description]:
-        """A Description of each feature row, with its `n_best` (default beam_size) best captions."""
-        captions = self.decode(features, beam_size, n_best or beam_size)
+    def caption(self, image, beam_size: int = DEFAULT_BEAM_SIZE) -> str:
+        """The best caption of `image` (as for describe; the search stops once it is found)."""
+        return self.describe_features(self.image_encoder.encode([image], 1), beam_size, 1)[0].caption
+
+    def preprocess(self, source) -> np.ndarray | Failure:
+        """The encoder's input for one image, or a Failure saying why there is none (preprocess)."""
+        return preprocess(source, self.image_size)
+
+    def encode_batch(self, loaded: list[np.ndarray | Failure]) -> np.ndarray | None:
+        """The features of the preprocessed images (Failures skipped), in one encoder pass; None when all failed."""
+        pixels = [item for item in loaded if not isinstance(item, Failure)]
+        return self.image_encoder.encode_pixels(np.stack(pixels)) if pixels else None
+
+    def describe_features(self, features: np.ndarray, beam_size: int = DEFAULT_BEAM_SIZE,
+                          n_best: int | None = None) -> list[Description]:
+        """A Description of each feature row, with its `n_best` (default beam_size) best captions:
+        one batched beam search."""
+        captions = decode(self.steps, self.vocab, features, beam_size, self.max_length, n_best or beam_size)
         if self.familiarity is None:
             return [Description(best[0].text, best, None, False) for best in captions]
         threshold = self.config["familiarity"]["unfamiliar_below"]
         return [Description(best[0].text, best, float(f), bool(f < threshold))
                 for best, f in zip(captions, self.familiarity(features))]
 
-    def caption(self, image, beam_size: int = 3) -> str:
-        """`image`: a path, PIL image, bytes or HxWx3 array."""
-        return self.generate([image], beam_size)[0][0].text
-
-    def caption_batch(self, images, beam_size: int = 3, batch_size: int = 32) -> list[str]:
-        return [best[0].text for best in self.generate(list(images), beam_size, 1, batch_size)]
+    def describe_batch(self, loaded: list[np.ndarray | Failure], beam_size: int = DEFAULT_BEAM_SIZE,
+                       n_best: int = 1, features: np.ndarray | None = None) -> list[Description | Failure]:
+        """The Description of each preprocessed image, or its Failure as given; `features`: their
+        encode_batch when it has been computed already."""
+        if features is None:
+            features = self.encode_batch(loaded)
+        described = iter(self.describe_features(features, beam_size, max(n_best, 1)) if features is not None else [])
+        return [item if isinstance(item, Failure) else next(described) for item in loaded]

@@ -209,23 +209,64 @@ def merge_lstm_values(architecture: dict, config: dict) -> int:
     return weights + vocab_size * 4 * units
 
 
+def check_merge_lstm(architecture) -> None:
+    """config.json's architecture of one merge decoder (or an ensemble member), each size checked:
+    `architecture` is a section of the config (pipeline.artifact.ConfigSection)."""
+    architecture.get("units")
+    architecture.get("embedding_dim")
+    architecture.get("dropout", float)
+
+
+def check_ensemble(architecture) -> None:
+    members = architecture.items("members")
+    if not members or not all(member.value.get("name") == "merge-lstm" for member in members):
+        raise architecture.error("members must list merge-lstm decoders")
+    for member in members:
+        check_merge_lstm(member)
+    if ensemble_mean(architecture.value) not in ENSEMBLE_MEANS:
+        raise architecture.error(f"mean {architecture.value['mean']!r} is not one of {', '.join(ENSEMBLE_MEANS)}")
+
+
+def describe_merge_lstm(architecture: dict) -> str:
+    return (f"a \"merge\" LSTM decoder ({architecture['units']} units, {architecture['embedding_dim']}-wide "
+            "word embeddings)")
+
+
+def describe_ensemble(architecture: dict) -> str:
+    return (f"an ensemble of {len(architecture['members'])} \"merge\" LSTM decoders, whose next-word "
+            f"distributions are averaged ({ensemble_mean(architecture)} mean)")
+
+
 @dataclass(frozen=True)
 class Decoder:
-    """What the code knows of one architecture: its Keras model (training), its NumPy steps
-    (captioning) on the same weights, and how many float32 values it holds in memory (the
-    model folder's budget, checked before its files are read)."""
+    """What the code knows of one architecture, by config.json's architecture.name:
+      build: its Keras model (training), from the config;
+      steps: its NumPy steps (captioning) on the same weights, from the weights and the config;
+      check: checks config.json's architecture section before anything is built (ConfigSection);
+      values_in_memory: the float32 values it holds while captioning (the model folder's budget,
+        checked before its files are read);
+      describe: one phrase for the model card, from the architecture;
+      trained_from: the architecture train.py --architecture starts from, or None for one made of
+        trained decoders (ensemble.py)."""
     build: Callable[[dict], object]
     steps: Callable[[dict, dict], object]
+    check: Callable[[object], None]
     values_in_memory: Callable[[dict], int]
+    describe: Callable[[dict], str]
+    trained_from: dict | None = None
 
 
-# The decoders a model folder may hold, by config.json's architecture.name.
+# The decoders a model folder may hold, by config.json's architecture.name. Adding one: its module
+# (layers, NumPy steps, checks) and one line here.
 DECODERS = {
-    "merge-lstm": Decoder(build_merge_lstm, merge_lstm_steps,
-                          lambda config: merge_lstm_values(config["architecture"], config)),
-    "ensemble": Decoder(build_ensemble_from, ensemble_steps,
-                        lambda config: sum(merge_lstm_values(m, config) for m in config["architecture"]["members"])),
+    "merge-lstm": Decoder(build_merge_lstm, merge_lstm_steps, check_merge_lstm,
+                          lambda config: merge_lstm_values(config["architecture"], config), describe_merge_lstm,
+                          trained_from=ARCHITECTURE),
+    "ensemble": Decoder(build_ensemble_from, ensemble_steps, check_ensemble,
+                        lambda config: sum(merge_lstm_values(m, config) for m in config["architecture"]["members"]),
+                        describe_ensemble),
 }
+TRAINABLE = tuple(name for name, decoder in DECODERS.items() if decoder.trained_from is not None)
 
 
 def decoder_steps(weights: dict, config: dict):

@@ -1,8 +1,9 @@
 """Image encoders: pixels in, a feature vector out.
 
-`PixelEncoder` holds what every encoder runtime shares (decoding images, batching); `ImageEncoder`
+`PixelEncoder` holds what every encoder runtime shares (decoding images, batching); `KerasEncoder`
 is the Keras Xception (no top, average pooling) that training extracts features with and that
-export_encoder.py exports. TensorFlow is imported only when an ImageEncoder is built.
+export_encoder.py exports. TensorFlow is imported only when a KerasEncoder is built. The runtimes,
+by name, are in pipeline/encoder_runtimes.py.
 """
 import functools
 import hashlib
@@ -22,6 +23,7 @@ IMAGE_SIZE = 299
 FEATURE_DIM = 2048
 BACKBONE_WEIGHTS_ENV = "CAPTION_BACKBONE_WEIGHTS"
 PREPROCESSING = "pil-bicubic-299+xception.preprocess_input"  # part of the cache key
+RUNTIME = "keras"
 
 
 def resolve_backbone_weights(weights: str | None = None) -> str:
@@ -43,11 +45,13 @@ class PixelEncoder:
     """Features for images given as paths, bytes, PIL images or arrays; subclasses encode pixels.
 
     Subclasses set `fingerprint` (the backbone weights the features come from, as the decoder's
-    config.json names them) and `name` (runtime and precision, for reports), and implement
-    encode_pixels and cache_key.
+    model folder names them), `name` (runtime and precision, for reports) and `source` (where its
+    weights were read from, for messages), and implement encode_pixels, cache_key, spec and
+    from_spec.
     """
     fingerprint: str
     name: str
+    source: str
 
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """(N, IMAGE_SIZE, IMAGE_SIZE, 3) uint8 RGB -> (N, FEATURE_DIM) float32."""
@@ -57,7 +61,12 @@ class PixelEncoder:
         raise NotImplementedError
 
     def spec(self) -> dict:
-        """What encoder_from_spec rebuilds this encoder from, in another process (a Ray actor)."""
+        """What from_spec rebuilds this encoder from, in another process (a Ray actor): plain JSON
+        values, with the runtime's name (pipeline/encoder_runtimes.py) under "runtime"."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> "PixelEncoder":
         raise NotImplementedError
 
     def encode(self, images, batch_size: int = 32) -> np.ndarray:
@@ -75,7 +84,7 @@ def cache_key(**spec) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
-class ImageEncoder(PixelEncoder):
+class KerasEncoder(PixelEncoder):
     """Keras' Xception features for batches of images, compiled once as a tf.function."""
     name = "keras float32"
 
@@ -83,13 +92,13 @@ class ImageEncoder(PixelEncoder):
         import keras
         import tensorflow as tf
 
-        self.weights = resolve_backbone_weights(weights)
-        if self.weights == "none":
+        self.source = resolve_backbone_weights(weights)
+        if self.source == "none":
             keras.utils.set_random_seed(0)  # the same random backbone every time, so its cache stays valid
-        log.info("building %s backbone (weights: %s)", BACKBONE, self.weights)
+        log.info("building %s backbone (weights: %s)", BACKBONE, self.source)
         self.model = keras.applications.Xception(
             include_top=False, pooling="avg", input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3),
-            weights=None if self.weights == "none" else self.weights)
+            weights=None if self.source == "none" else self.source)
         preprocess, model = keras.applications.xception.preprocess_input, self.model
         self._forward = lambda pixels: model(preprocess(tf.cast(pixels, tf.float32)), training=False)
         self._signature = [tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 3], tf.uint8, name="pixels")]
@@ -123,12 +132,8 @@ class ImageEncoder(PixelEncoder):
         return cache_key(backbone=BACKBONE, weights=self.fingerprint)
 
     def spec(self) -> dict:
-        return {"runtime": "keras", "weights": self.weights}
+        return {"runtime": RUNTIME, "backbone_weights": self.source}
 
-
-def encoder_from_spec(spec: dict) -> PixelEncoder:
-    """The encoder that PixelEncoder.spec described: a Keras backbone, or a model folder's export."""
-    if spec["runtime"] == "keras":
-        return ImageEncoder(spec["weights"])
-    from .openvino_encoder import OpenVINOEncoder
-    return OpenVINOEncoder(spec["folder"], spec["exported"], spec["fingerprint"])
+    @classmethod
+    def from_spec(cls, spec: dict) -> "KerasEncoder":
+        return cls(spec["backbone_weights"])

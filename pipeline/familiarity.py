@@ -5,13 +5,12 @@ suits Xception's pooled features, which differ in scale more than in kind); a ph
 is to its nearest centroid. The distance means little by itself, so it is calibrated on the dev
 photos: `familiarity` is the share of dev photos at least as far from the training photos, so
 dev photos are spread evenly over [0, 1] and one below UNFAMILIAR_BELOW is farther than all but
-that share of them. Stored in the model folder as FAMILIARITY_FILE (NumPy arrays, no pickle).
+that share of them. Stored in the model folder as NumPy arrays, no pickle (pipeline/artifact.py).
 """
 from pathlib import Path
 
 import numpy as np
 
-FAMILIARITY_FILE = "familiarity.npz"
 UNFAMILIAR_BELOW = 0.03  # at most about 3% of photos like Flickr8k's are called unfamiliar
 CENTROIDS = 256
 KMEANS_ITERATIONS = 25
@@ -55,16 +54,16 @@ class Familiarity:
         farther = len(self.dev_distances) - np.searchsorted(self.dev_distances, distances, "left")
         return farther / len(self.dev_distances)
 
-    def save(self, folder: str | Path) -> dict:
-        """Write FAMILIARITY_FILE; returns the entry for config.json's `familiarity`."""
+    def save(self, path: str | Path) -> dict:
+        """Write the calibration to `path` (.npz), atomically; returns the entry for config.json's `familiarity`."""
         from .files import atomic_path
 
-        with atomic_path(Path(folder) / FAMILIARITY_FILE) as tmp:
+        with atomic_path(Path(path)) as tmp:
             np.savez(tmp, centroids=self.centroids.astype(np.float16), dev_distances=self.dev_distances)
         return {"unfamiliar_below": UNFAMILIAR_BELOW, "centroids": len(self.centroids),
                 "dev_images": len(self.dev_distances)}
 
     @classmethod
-    def load(cls, folder: str | Path) -> "Familiarity":
-        with np.load(Path(folder) / FAMILIARITY_FILE, allow_pickle=False) as arrays:
+    def load(cls, path: str | Path) -> "Familiarity":
+        with np.load(Path(path), allow_pickle=False) as arrays:
             return cls(arrays["centroids"], arrays["dev_distances"])

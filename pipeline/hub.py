@@ -1,4 +1,4 @@
-"""The model on the Hugging Face Hub: where the app's weights come from, and publishing them.
+"""Publishing a model folder to the Hugging Face Hub, with a model card (loading one: pipeline/model_source.py).
 
   python -m pipeline.hub push weights/ USER/flickr8k-captioner [--private] [--dry-run]
 
@@ -7,32 +7,28 @@ itself, so this module never holds it.
 """
 import argparse
 import logging
-import os
 import shutil
+import string
 import tempfile
 from pathlib import Path
 
 import numpy as np
-from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_token, snapshot_download
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_token
 from huggingface_hub.constants import is_offline_mode
 
-from .artifact import (ARTIFACT_FILES, CONFIG_FILE, ENCODER_PATTERN, SELF_CRITICAL_LOG, TRAINING_LOG, WEIGHTS_FILE,
-                       ArtifactError, folder_file, model_files, read_config, read_json)
+from .artifact import (ARTIFACT_FILES, CARD_FILE, CONFIG_FILE, FAMILIARITY_FILE, METRICS_FILE, REPORT_FILES,
+                       SELF_CRITICAL_LOG, SERVED_FILES, TRAINING_LOG, VOCAB_FILE, WEIGHTS_FILE, ArtifactError,
+                       check_file_size, folder_file, is_model_folder, model_files, read_config, read_json)
 from .captioner import BackboneError, Captioner
-from .decoder import ensemble_mean
+from .cli import run_main
+from .decoder import DECODERS
 from .encoder import BACKBONE_WEIGHTS_ENV, PixelEncoder
-from .familiarity import FAMILIARITY_FILE
-from .logs import log_to_stderr
 from .files import sha256_of
+from .model_source import REPO_ENV
 
 log = logging.getLogger(__name__)
 
-REPO_ENV, REVISION_ENV = "CAPTION_MODEL_REPO", "CAPTION_MODEL_REVISION"
-LOCAL_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
-METRICS_FILE = "metrics.json"
-CARD_FILE = "README.md"
-HOW_TO_GET_WEIGHTS = (f"train a model with `python train.py --data FLICKR8K --out weights/`, or set {REPO_ENV} "
-                      "to a Hub repo published with `python -m pipeline.hub push`")
+CARD_TEMPLATE = Path(__file__).with_name("model_card.md")  # the card's text, with $placeholders
 
 # The scores of evaluate.py's JSON that go on the model card: key -> (model-index metric type, name).
 # Its other keys are settings, counts or bootstrap intervals (KEY_ci95_low/high, shown beside them).
@@ -42,78 +38,8 @@ CARD_METRICS = {"bleu_1": ("bleu", "BLEU-1"), "bleu_2": ("bleu", "BLEU-2"), "ble
                 "bertscore_f1_rescaled": ("bertscore", "BERTScore F1, rescaled")}
 
 
-HUB_FILES = [*ARTIFACT_FILES, ENCODER_PATTERN, FAMILIARITY_FILE]  # what the app fetches: the model, not the card or logs
-
-
-class NoWeightsError(RuntimeError):
-    """Neither the Hub nor the local folder holds a model."""
-
-
 class HubError(RuntimeError):
     """Publishing cannot start (no token, nothing to publish)."""
-
-
-def has_artifact(folder: Path) -> bool:
-    return all((folder / name).is_file() for name in ARTIFACT_FILES)
-
-
-def fetch_from_hub(repo_id: str, revision: str = "main") -> tuple[Path | None, str | None]:
-    """The snapshot folder of `repo_id` at `revision` (only the artifact's files), else None and why not."""
-    try:
-        folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_FILES))
-    except Exception as error:  # network, auth, unknown repo or revision, bad id
-        first_line = str(error).partition("\n")[0]
-        return None, f"unavailable ({type(error).__name__}: {first_line})"
-    if not has_artifact(folder):
-        return None, f"it lacks some of {', '.join(ARTIFACT_FILES)}"
-    return folder, None
-
-
-def resolve_weights(local: str | Path = LOCAL_WEIGHTS) -> Path:
-    """The model folder to load: the Hub repo named by $CAPTION_MODEL_REPO, else `local`.
-
-    The Hub copy is pinned by $CAPTION_MODEL_REVISION (default main) and only the artifact's
-    files are fetched. When the repo's main cannot be used (offline, unknown repo, no access),
-    one line says why and the local folder is used instead. A pinned revision that cannot be
-    used is an error: the operator asked for those weights and no others.
-    """
-    local = Path(local)
-    repo_id = os.environ.get(REPO_ENV)
-    if repo_id:
-        pinned = os.environ.get(REVISION_ENV)
-        revision = pinned or "main"
-        folder, problem = fetch_from_hub(repo_id, revision)
-        if problem is None:
-            log.info("model weights: Hub repo %s@%s (commit %s)", repo_id, revision, folder.name)
-            return folder
-        if pinned:
-            raise NoWeightsError(f"the pinned model {repo_id}@{revision} ({REVISION_ENV}) cannot be used: {problem}. "
-                                 f"Fix or unset {REVISION_ENV}; a pinned revision never falls back to other weights.")
-        log.warning("model weights: Hub repo %s@%s %s; falling back to %s", repo_id, revision, problem, local)
-    if has_artifact(local):
-        log.info("model weights: local folder %s", local)
-        return local
-    raise NoWeightsError(f"no usable model weights: {local} does not hold {', '.join(ARTIFACT_FILES)}"
-                         f"{f' and the Hub repo {repo_id} could not be used' if repo_id else ''}. "
-                         f"To get them, {HOW_TO_GET_WEIGHTS}.")
-
-
-def hub_snapshot(folder: Path) -> tuple[str, str] | None:
-    """(repo id, commit) when `folder` is a snapshot in the Hub cache, `models--OWNER--NAME/snapshots/COMMIT`."""
-    folder = Path(folder)
-    repo = folder.parent.parent.name
-    if folder.parent.name == "snapshots" and repo.startswith("models--"):
-        return repo.removeprefix("models--").replace("--", "/"), folder.name
-    return None
-
-
-def describe_weights(folder: Path) -> str:
-    """Which model a folder holds, for users: the Hub repo and commit, or the local weights' digest
-    (never its path on this machine)."""
-    snapshot = hub_snapshot(folder)
-    if snapshot:
-        return f"{snapshot[0]} at commit {snapshot[1]}"
-    return f"local weights, {WEIGHTS_FILE} SHA-256 {sha256_of(Path(folder) / WEIGHTS_FILE)[:12]}"
 
 
 def _read_json(path: Path) -> dict | None:
@@ -161,8 +87,6 @@ def model_card(repo_id: str, config: dict, metrics: dict | None) -> ModelCard:
              "epochs run": training.get("epochs_run"), "best epoch": training.get("best_epoch"),
              "best dev CIDEr-D (beam 3)": training.get("best_dev_cider"), "dev loss": training.get("dev_loss"),
              "decoders averaged (ensemble)": len(training.get("ensemble_of", [])) or None,
-             "how their next-word distributions are averaged":
-                 ensemble_mean(config["architecture"]) if config["architecture"]["name"] == "ensemble" else None,
              "each decoder's best dev CIDEr-D (beam 3)": ", ".join(
                  str(m.get("self_critical", m).get("best_dev_cider")) for m in training.get("ensemble_of", [])) or None,
              "self-critical stage: epochs run": training.get("self_critical", {}).get("epochs_run"),
@@ -173,58 +97,17 @@ def model_card(repo_id: str, config: dict, metrics: dict | None) -> ModelCard:
              "backbone weights fingerprint": config["encoder"]["weights_fingerprint"],
              "Keras / TensorFlow": " / ".join(config.get("versions", {}).values()) or None}
     training_lines = "".join(f"- {name}: {value}\n" for name, value in facts.items() if value is not None)
-    body = f"""
-# Flickr8k captioner
-
-Photo in, one English sentence out. An [Xception](https://keras.io/api/applications/xception/) image
-encoder (ImageNet weights, average pooling, not part of this repo) feeds a "merge" LSTM decoder
-trained on the Flickr8k captions; captions come from beam search.
-
-## Use it
-
-With the Flickr8k captioner project's code (`pipeline/`):
-
-```python
-from huggingface_hub import snapshot_download
-from pipeline import Captioner
-
-folder = snapshot_download("{repo_id}", allow_patterns={HUB_FILES})
-captioner = Captioner.from_pretrained(folder)
-captioner.caption("photo.jpg", beam_size=3)
-```
-
-or its demo app: `CAPTION_MODEL_REPO={repo_id} python app.py`. When the repo carries the exported
-encoder (`encoder.xml` and `encoder-*.bin`, OpenVINO), captioning needs no TensorFlow; otherwise
-Keras downloads the Xception ImageNet weights on first use (offline, point `{BACKBONE_WEIGHTS_ENV}`
-at a local copy).
-
-Files: `{CONFIG_FILE}` (architecture, encoder, training settings), `vocab.json`, `decoder.weights.h5`
-(the decoder's Keras weights), the exported encoder when there is one, `{FAMILIARITY_FILE}` (how close a
-photo is to the training photos, calibrated on dev) when there is one{f", `{METRICS_FILE}` (evaluate.py's scores)" if metrics else ""} and
-`{TRAINING_LOG}` (and `{SELF_CRITICAL_LOG}` for the self-critical stage) when the training run wrote them.
-
-## Training
-
-{training_lines}
-## Evaluation
-
-{evaluation}
-## Limitations
-
-- Flickr8k is small: 6,000 training photos, mostly people and dogs in everyday outdoor scenes. Photos
-  unlike those get generic or wrong captions, and the vocabulary is limited to about
-  {config["vocab_size"]} words.
-- Captions repeat the habits and biases of the crowd-sourced training captions (for example guessing
-  gender or age from appearance). Do not use them where a wrong description can harm someone, and
-  not as the only description for accessibility without review.
-- English only; one sentence; no counting, text reading or fine-grained recognition.
-
-## Licence
-
-The weights are derived from Flickr8k (Hodosh, Young and Hockenmaier, "Framing Image Description as
-a Ranking Task", JAIR 2013), whose photos and captions are provided for research use only; the
-same restriction applies to this model.
-"""
+    files = (f"`{CONFIG_FILE}` (architecture, encoder, training settings), `{VOCAB_FILE}`, `{WEIGHTS_FILE}` (the "
+             f"decoder's Keras weights), the exported encoder when there is one, `{FAMILIARITY_FILE}` (how close a "
+             "photo is to the training photos, calibrated on dev) when there is one"
+             + (f", `{METRICS_FILE}` (evaluate.py's scores)" if metrics else "")
+             + f" and `{TRAINING_LOG}` (and `{SELF_CRITICAL_LOG}` for the self-critical stage) when the training "
+             "run wrote them.")
+    body = string.Template(CARD_TEMPLATE.read_text(encoding="utf-8")).substitute(
+        repo_id=repo_id, served_files=SERVED_FILES, backbone_weights_env=BACKBONE_WEIGHTS_ENV, repo_env=REPO_ENV,
+        files=files,
+        decoder=DECODERS[config["architecture"]["name"]].describe(config["architecture"]),
+        training=training_lines, evaluation=evaluation, vocab_size=config["vocab_size"])
     return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
 
 
@@ -257,7 +140,7 @@ def check_publishable(folder: Path) -> None:
 def build_upload_folder(folder: str | Path, dest: str | Path, repo_id: str) -> Path:
     """Copy the artifact (and its metrics and training log, when present) into `dest` with a model card."""
     folder, dest = Path(folder), Path(dest)
-    if not has_artifact(folder):
+    if not is_model_folder(folder):
         raise HubError(f"{folder} is not a model folder: it needs {', '.join(ARTIFACT_FILES)}")
     config = read_config(folder)
     check_publishable(folder)
@@ -265,8 +148,9 @@ def build_upload_folder(folder: str | Path, dest: str | Path, repo_id: str) -> P
         raise HubError(f"{dest} is not empty; the upload folder must hold only what is published")
     dest.mkdir(parents=True, exist_ok=True)
     # what config.json names, each inside the folder, and the reports of its making when present
-    reports = [folder_file(folder, name) for name in (METRICS_FILE, TRAINING_LOG, SELF_CRITICAL_LOG)]
+    reports = [folder_file(folder, name) for name in REPORT_FILES]
     for path in [*model_files(folder, config), *(path for path in reports if path.is_file())]:
+        check_file_size(path)
         shutil.copy2(path, dest / path.name)
     model_card(repo_id, config, _read_json(dest / METRICS_FILE)).save(dest / CARD_FILE)
     return dest
@@ -338,7 +222,7 @@ def push_to_hub(folder: str | Path, repo_id: str, private: bool = False, commit_
     return commit.commit_url
 
 
-def main(argv=None):
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=f"Publish a trained model folder to the Hugging Face Hub. The load "
                                 f"check builds the Xception backbone from ${BACKBONE_WEIGHTS_ENV}, else ImageNet.")
     commands = p.add_subparsers(dest="command", required=True)
@@ -350,13 +234,14 @@ def main(argv=None):
     push.add_argument("--commit-message", help="default: names the training run and its test BLEU-4")
     push.add_argument("--dry-run", action="store_true", help="build and check the upload folder, upload nothing")
     push.add_argument("--out", help="with --dry-run: build the folder here (default: a new temporary folder)")
-    args = p.parse_args(argv)
-    log_to_stderr()
-    try:
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    with run_main(HubError, ArtifactError, BackboneError):
         print(push_to_hub(args.folder, args.repo_id, args.private, args.commit_message, dry_run=args.dry_run,
                           dest=args.out))
-    except (HubError, ArtifactError, BackboneError) as error:
-        raise SystemExit(f"error: {error}") from None
 
 
 if __name__ == "__main__":

@@ -24,10 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .batch import caption_pixels, caption_record, load_pixels
+from .batch import caption_record
+from .beam_search import DEFAULT_BEAM_SIZE
+from .captioner import Failure, preprocess
 from .encoder import IMAGE_SIZE
-from .hub import hub_snapshot
-from .model_source import load_model
+from .encoder_runtimes import encoder_from_spec
+from .model_source import ModelLocation, load_model
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +59,11 @@ def connect(**init_options) -> None:
 
 def decode_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Pixels for each path; a photo that cannot be loaded gets zeros and its error message."""
-    loaded = [load_pixels(path) for path in batch["path"]]
+    loaded = [preprocess(path, IMAGE_SIZE) for path in batch["path"]]
     blank = np.zeros((IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
     return {"path": batch["path"],
-            "pixels": np.stack([blank if isinstance(item, str) else item for item in loaded]),
-            "error": np.array([item if isinstance(item, str) else "" for item in loaded], dtype=object)}
+            "pixels": np.stack([blank if isinstance(item, Failure) else item for item in loaded]),
+            "error": np.array([item.reason if isinstance(item, Failure) else "" for item in loaded], dtype=object)}
 
 
 class CaptionActor:
@@ -72,8 +74,8 @@ class CaptionActor:
         self.beam_size, self.n_best = beam_size, n_best
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        loaded = [error or pixels for pixels, error in zip(batch["pixels"], batch["error"])]
-        results = caption_pixels(self.captioner, loaded, self.beam_size, self.n_best)
+        loaded = [Failure(error) if error else pixels for pixels, error in zip(batch["pixels"], batch["error"])]
+        results = self.captioner.describe_batch(loaded, self.beam_size, self.n_best)
         records = [caption_record(path, result, self.n_best) for path, result in zip(batch["path"], results)]
         return {"record": np.array([json.dumps(record) for record in records], dtype=object)}
 
@@ -152,11 +154,13 @@ def map_with_actors(paths: list[str], actor_class, constructor_kwargs: dict, *, 
             yield batch
 
 
-def caption_with_ray(folder: Path, encoder: str, paths: list[str], write: Callable[[list[dict]], None], *,
-                     batch_size: int = 32, beam_size: int = 3, n_best: int = 0, actors: int | None = None) -> None:
-    """Caption `paths` on Ray with the model in `folder`, handing records to `write` as batches finish."""
+def caption_with_ray(location: ModelLocation, encoder: str, paths: list[str], write: Callable[[list[dict]], None], *,
+                     batch_size: int = 32, beam_size: int = DEFAULT_BEAM_SIZE, n_best: int = 0,
+                     actors: int | None = None) -> None:
+    """Caption `paths` on Ray with the model at `location`, handing records to `write` as batches finish."""
     # A Hub snapshot is named by repo and commit, so every node fetches those very weights
-    model, revision = hub_snapshot(folder) or (str(Path(folder).resolve()), None)
+    model, revision = ((location.repo_id, location.commit) if location.repo_id
+                       else (str(location.folder.resolve()), None))
     kwargs = {"model": model, "revision": revision, "encoder": encoder, "beam_size": beam_size, "n_best": n_best}
     for batch in map_with_actors(paths, CaptionActor, kwargs, batch_size=batch_size, actors=actors):
         write([json.loads(record) for record in batch["record"]])
@@ -166,7 +170,6 @@ class EncodeActor:
     """One copy of an image encoder, built once from its spec (PixelEncoder.spec); features of a decoded batch."""
 
     def __init__(self, spec: dict):
-        from .encoder import encoder_from_spec
         self.encoder = encoder_from_spec(spec)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -111,3 +111,35 @@ def leave_one_out_advantages(rewards: np.ndarray, samples: int) -> np.ndarray:
     per_image = rewards.reshape(-1, samples)
     others = (per_image.sum(axis=1, keepdims=True) - per_image) / (samples - 1)
     return (per_image - others).ravel()
+
+
+class SelfCriticalStep:
+    """One self-critical update of a Keras decoder: raise the log-probability of the sampled
+    captions that beat their image's other samples, lower it for those that did not, in
+    proportion to the margin. The decoder runs without dropout, as the captions were sampled.
+    TensorFlow is imported when a step is made (scst.py reads this module's settings before).
+    """
+
+    def __init__(self, model, temperature: float = 1.0):
+        import tensorflow as tf
+
+        self.model, self.temperature = model, temperature
+        # one trace per caption-length shape, not per batch
+        self._update = tf.function(self._loss_and_update, reduce_retracing=True)
+
+    def __call__(self, features, words, targets, advantages):
+        return self._update(features, words, targets, advantages)
+
+    def _loss_and_update(self, features, words, targets, advantages):
+        import keras
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            # the distribution the captions were drawn from (sample_captions' temperature)
+            logits = self.model({"features": features, "words": words}, training=False) / self.temperature
+            mask = tf.cast(targets != 0, logits.dtype)
+            log_probs = -keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True)
+            loss = -tf.reduce_mean(advantages * tf.reduce_sum(log_probs * mask, axis=1))
+        variables = self.model.trainable_variables
+        self.model.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return loss

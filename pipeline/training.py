@@ -10,11 +10,15 @@ import tensorflow as tf
 from keras import ops
 from pycocoevalcap.cider.cider import Cider
 
+from .beam_search import DEFAULT_BEAM_SIZE
 from .captioner import decode
 from .decoder import decoder_steps, layer_weights
 from .files import atomic_path, write_text_atomically
 from .metrics import python_tokenize
 from .vocab import Vocabulary, clean_caption
+
+
+DEV_CIDER = "val_cider"  # the epoch log's dev CIDEr-D (beam search): what each stage keeps its best epoch by
 
 
 def caption_sequences(dataset, names, vocab: Vocabulary, max_words: int, remove_stop_words: bool = False):
@@ -69,13 +73,13 @@ def masked_accuracy(targets, logits):
 
 
 class DevCider(keras.callbacks.Callback):
-    """Scores beam-search captions of the dev images after each epoch (logged as `val_cider`).
+    """Scores beam-search captions of the dev images after each epoch (logged as DEV_CIDER).
 
     The dev loss stops improving before the captions do, so the kept model is chosen by this.
     """
 
     def __init__(self, features: np.ndarray, references: list[list[str]], vocab: Vocabulary, config: dict,
-                 beam_size: int = 3):
+                 beam_size: int = DEFAULT_BEAM_SIZE):
         super().__init__()
         self.features, self.vocab, self.config, self.beam_size = features, vocab, config, beam_size
         self.references = python_tokenize(dict(enumerate(references)))  # once, not every epoch
@@ -85,7 +89,7 @@ class DevCider(keras.callbacks.Callback):
         steps = decoder_steps(layer_weights(self.model), self.config)
         captions = decode(steps, self.vocab, self.features, self.beam_size, self.config["max_length"])
         predictions = python_tokenize({i: [best[0].text] for i, best in enumerate(captions)})
-        logs["val_cider"] = float(self.cider.compute_score(self.references, predictions)[0])
+        logs[DEV_CIDER] = float(self.cider.compute_score(self.references, predictions)[0])
 
 
 class ResumableTraining(keras.callbacks.Callback):
@@ -160,25 +164,3 @@ class ResumableTraining(keras.callbacks.Callback):
             writer.writeheader()
             writer.writerows(self.history)
 
-
-class SelfCriticalStep:
-    """One self-critical update: raise the log-probability of the sampled captions that beat their
-    image's other samples, lower it for those that did not, in proportion to the margin.
-
-    The decoder runs without dropout, as the captions were sampled (pipeline/scst.py).
-    """
-
-    def __init__(self, model: keras.Model, temperature: float = 1.0):
-        self.model, self.temperature = model, temperature
-
-    @tf.function(reduce_retracing=True)  # one trace per caption-length shape, not per batch
-    def __call__(self, features, words, targets, advantages):
-        with tf.GradientTape() as tape:
-            # the distribution the captions were drawn from (sample_captions' temperature)
-            logits = self.model({"features": features, "words": words}, training=False) / self.temperature
-            mask = tf.cast(targets != 0, logits.dtype)
-            log_probs = -keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True)
-            loss = -tf.reduce_mean(advantages * tf.reduce_sum(log_probs * mask, axis=1))
-        variables = self.model.trainable_variables
-        self.model.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-        return loss

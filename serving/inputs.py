@@ -7,7 +7,7 @@ import math
 import gradio as gr
 from gradio_client.utils import is_http_url_like
 
-from pipeline.beam_search import MAX_BEAM_SIZE
+from pipeline.beam_search import DEFAULT_BEAM_SIZE, MAX_BEAM_SIZE
 
 NO_LINKS = "Send the photo itself: the app does not download photos from links."
 NOT_A_FILE = ("Send the photo as a file (gradio_client: handle_file(path); JavaScript: a Blob or File): "
@@ -15,7 +15,6 @@ NOT_A_FILE = ("Send the photo as a file (gradio_client: handle_file(path); JavaS
 # What the handler gets in place of a link: it answers with NO_LINKS like any other bad input.
 # (Refusing in Gradio's file handling itself would fail the request's queue join with a bare HTTP 400.)
 LINK_STAND_IN = "link-not-downloaded"
-DEFAULT_BEAM = 3
 # The photo's box, in pixels: a tall portrait photo at its own height pushed the button below the
 # fold (1,794 px of a 1280 x 800 window); within this box it is scaled to fit
 PHOTO_HEIGHT = 400
@@ -120,7 +119,7 @@ def beam_size(value) -> int:
 def beam_slider() -> gr.Slider:
     """The beam size, checked by beam_size in place of the slider's own check (which lets 2.5
     through as 2, and answers "abc" with a traceback)."""
-    slider = gr.Slider(1, MAX_BEAM_SIZE, value=DEFAULT_BEAM, step=1, precision=0, label="Beam size",
+    slider = gr.Slider(1, MAX_BEAM_SIZE, value=DEFAULT_BEAM_SIZE, step=1, precision=0, label="Beam size",
                        info="how many candidate sentences the search keeps")
     slider.preprocess = beam_size
     return slider

@@ -63,11 +63,25 @@ def original_layout(tmp_path):
     return tmp_path
 
 
+def n_best_of(captioner, images, beam_size: int = 3, n_best: int = 1):
+    """Each image's n-best captions (Caption objects, best first), through the Captioner's batch forms."""
+    return [d.n_best for d in captioner.describe_batch([captioner.preprocess(image) for image in images],
+                                                       beam_size, n_best)]
+
+
+def assert_same_captions(found, expected):
+    """The same n-best captions, in the same order, with the same log-probabilities up to float32
+    rounding: OpenBLAS may sum the same products in another order for arrays at other addresses."""
+    assert [[c.text for c in hyps] for hyps in found] == [[c.text for c in hyps] for hyps in expected]
+    assert [c.log_prob for hyps in found for c in hyps] == pytest.approx(
+        [c.log_prob for hyps in expected for c in hyps], rel=1e-6)
+
+
 @pytest.fixture(scope="session")
 def random_encoder():
     """One randomly initialised Xception for the whole session (building it takes seconds)."""
-    from pipeline.encoder import ImageEncoder
-    return ImageEncoder("none")
+    from pipeline.encoder import KerasEncoder
+    return KerasEncoder("none")
 
 
 @pytest.fixture(scope="session")
@@ -93,7 +107,7 @@ def exported_model(tmp_path_factory, tiny_model, random_encoder):
     import shutil
 
     from pipeline.artifact import read_config, write_config
-    from pipeline.openvino_encoder import export
+    from pipeline.openvino_export import export
 
     folder = tmp_path_factory.mktemp("exported") / "model"
     shutil.copytree(tiny_model, folder)
@@ -108,11 +122,11 @@ def app_url(tiny_model, random_encoder):
     """The Gradio app with the tiny model, served in this process on a free localhost port."""
     import app
     from pipeline import Captioner
-    from pipeline.hub import describe_weights
+    from pipeline.model_source import ModelLocation
 
     port = free_port()
     demo = app.build_demo(Captioner.from_pretrained(tiny_model, image_encoder=random_encoder),
-                          describe_weights(tiny_model))
+                          ModelLocation(tiny_model).describe())
     _, url, _ = app.serve(demo, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
     yield url
     demo.close()

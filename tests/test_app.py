@@ -26,7 +26,7 @@ from serving.uploads import CountedUploads, MAX_UPLOAD_BYTES, MAX_UPLOAD_MB, NO_
 from conftest import OVER_OUR_PIXEL_LIMIT, ROOT, SHARED_FLICKR8K, free_port, needs_shared, png_of_zeros
 from pipeline import Captioner
 from pipeline.beam_search import MAX_BEAM_SIZE
-from pipeline.hub import describe_weights
+from pipeline.model_source import ModelLocation
 
 EXAMPLES = sorted(app.EXAMPLES.glob("*.jpg"))
 
@@ -220,7 +220,7 @@ def test_examples_come_from_the_flickr8k_test_split():
 
 def test_the_page_says_which_model_answers(app_url, tiny_model):
     config = httpx.get(f"{app_url.rstrip('/')}/config").json()
-    assert f"Model: {describe_weights(tiny_model)}." in json.dumps(config)
+    assert f"Model: {ModelLocation(tiny_model).describe()}." in json.dumps(config)
 
 
 def test_a_photo_given_as_a_link_is_refused_not_downloaded(client):
@@ -404,7 +404,7 @@ def test_start_loads_and_warms_up_the_model_then_builds_the_page_around_it(tiny_
     demo, captioner = app.start(tiny_model)
     # twice: the first pass sets up the runtime's kernels, the second is timed for the queue's first guess
     assert isinstance(captioner, Captioner) and isinstance(demo, gr.Blocks) and warmed == [True, True]
-    assert f"Model: {describe_weights(tiny_model)}." in json.dumps(demo.config, default=str)  # a State holds a function
+    assert f"Model: {ModelLocation(tiny_model).describe()}." in json.dumps(demo.config, default=str)  # a State holds a function
 
 
 # --- what a request may carry, and refusals at the edge ------------------------------------------

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from pipeline import ArtifactError, Captioner
-from pipeline.artifact import load_keras_decoder, make_config, read_keras_weights, save_artifact
+from pipeline.artifact import load_keras_decoder, make_config, read_config, read_keras_weights, save_artifact
 from pipeline.captioner import load_artifact
 from pipeline.decoder import build_decoder
 from pipeline.vocab import Vocabulary
-from conftest import write_image
+from conftest import assert_same_captions, n_best_of, write_image
 
 WORDS = "a dog cat runs sits on the grass mat red ball".split()
 
@@ -33,9 +33,9 @@ def test_round_trip_gives_identical_captions(artifact, random_encoder, tmp_path)
     for name in saved:
         for a, b in zip(saved[name], loaded[name], strict=True):
             np.testing.assert_array_equal(a, b)
-    expected = first.generate(images, beam_size=3, n_best=3)
-    assert second.generate(images, beam_size=3, n_best=3) == expected
-    assert first.caption_batch(images) == [hyps[0].text for hyps in expected]
+    expected = n_best_of(first, images, 3, 3)
+    assert_same_captions(n_best_of(second, images, 3, 3), expected)
+    assert [first.caption(image) for image in images] == [hyps[0].text for hyps in expected]
     assert first.caption(images[0], beam_size=3) == expected[0][0].text
     for hyps in expected:
         assert all(token not in h.text.split() for h in hyps for token in ("<unk>", "<start>", "<pad>", "<end>"))
@@ -140,12 +140,12 @@ def test_a_folder_without_exported_encoder_says_how_to_make_one(artifact):
 def test_a_format_1_folder_loads_as_before(artifact, random_encoder, tmp_path):
     """Folders written before ensembles and familiarity (format_version 1) load and caption the same."""
     images = [write_image(tmp_path / f"{i}.png", i) for i in range(2)]
-    expected = Captioner.from_pretrained(artifact, image_encoder=random_encoder).generate(images, 3, n_best=3)
+    expected = n_best_of(Captioner.from_pretrained(artifact, image_encoder=random_encoder), images, 3, 3)
     config = json.loads((artifact / "config.json").read_text())
     assert config["format_version"] == 2
     (artifact / "config.json").write_text(json.dumps({**config, "format_version": 1}))
     old = Captioner.from_pretrained(artifact, image_encoder=random_encoder)
-    assert old.generate(images, 3, n_best=3) == expected
+    assert_same_captions(n_best_of(old, images, 3, 3), expected)
     assert old.familiarity is None and old.describe(images[0]).familiarity is None
 
 
@@ -166,8 +166,8 @@ def test_an_ensemble_folder_captions_as_its_members_average(artifact, random_enc
     ensemble.main([str(artifact), str(artifact), "--out", str(tmp_path / "twins")])
     twins = Captioner.from_pretrained(tmp_path / "twins", image_encoder=random_encoder)
     assert twins.config["architecture"]["name"] == "ensemble"
-    assert [[c.text for c in hyps] for hyps in twins.generate(images, 3, n_best=3)] == \
-        [[c.text for c in hyps] for hyps in single.generate(images, 3, n_best=3)]
+    assert [[c.text for c in hyps] for hyps in n_best_of(twins, images, 3, 3)] == \
+        [[c.text for c in hyps] for hyps in n_best_of(single, images, 3, 3)]
 
     ensemble.main([str(artifact), str(other), "--out", str(tmp_path / "pair"), "--weights-dtype", "float32"])
     pair = Captioner.from_pretrained(tmp_path / "pair", image_encoder=random_encoder)
@@ -175,7 +175,7 @@ def test_an_ensemble_folder_captions_as_its_members_average(artifact, random_enc
     members = EnsembleSteps([load_artifact(artifact)[0], load_artifact(other)[0]], "geometric")
     features = random_encoder.encode(images)
     expected = decode(members, vocab, features, 3, 12, n_best=3)
-    found = pair.decode(features, 3, n_best=3)
+    found = [d.n_best for d in pair.describe_features(features, 3, n_best=3)]
     assert [[c.text for c in hyps] for hyps in found] == [[c.text for c in hyps] for hyps in expected]
     np.testing.assert_allclose([c.log_prob for hyps in found for c in hyps],
                                [c.log_prob for hyps in expected for c in hyps], rtol=1e-4)
@@ -204,7 +204,7 @@ def test_float16_weights_take_half_the_file_and_load_as_float32(artifact, random
     keras_weights = load_keras_decoder(tmp_path / "f16").get_weights()
     assert all(w.dtype == np.float32 for w in keras_weights)
     images = [write_image(tmp_path / f"{i}.png", i) for i in range(2)]
-    assert Captioner.from_pretrained(tmp_path / "f16", image_encoder=random_encoder).caption_batch(images)
+    assert n_best_of(Captioner.from_pretrained(tmp_path / "f16", image_encoder=random_encoder), images)
 
 
 def test_an_ensemble_that_names_no_mean_averages_probabilities_as_before(artifact, random_encoder, tmp_path):
@@ -341,10 +341,24 @@ def test_only_the_backbones_own_failure_is_reported_as_the_backbones(artifact, m
     def offline(weights):
         raise Exception("URL fetch failure on https://storage.googleapis.com/...")  # as Keras raises it
 
-    monkeypatch.setattr("pipeline.encoder.ImageEncoder", offline)
+    monkeypatch.setattr("pipeline.encoder.KerasEncoder", offline)
     with pytest.raises(ModelError, match="could not build the Xception backbone: URL fetch failure"):
         load_captioner(artifact, encoder="keras")
     monkeypatch.setattr(captioner, "decoder_steps", lambda *args: (_ for _ in ()).throw(RuntimeError("a bug")))
     with pytest.raises(RuntimeError) as error:
         load_captioner(artifact, encoder="keras")
     assert not isinstance(error.value, ModelError) and str(error.value) == "a bug"
+
+
+def test_a_file_over_the_size_a_model_folder_may_hold_is_refused_when_saved_and_when_published(
+        artifact, monkeypatch, tmp_path):
+    from pipeline import artifact as model_folder
+    from pipeline import hub
+
+    monkeypatch.setattr(model_folder, "MAX_FILE_BYTES", 1000)  # the decoder's file is about 100 KB
+    captioner_files = read_config(artifact), load_keras_decoder(artifact)
+    with pytest.raises(ArtifactError, match=r"decoder.weights.h5 is [\d,]+ bytes, over the 1,000 a model folder's"):
+        save_artifact(tmp_path / "big", captioner_files[1], Vocabulary.build([WORDS], min_count=1), captioner_files[0])
+    assert not (tmp_path / "big" / "decoder.weights.h5").exists()  # nothing half-written is left
+    with pytest.raises(ArtifactError, match="over the 1,000"):
+        hub.build_upload_folder(artifact, tmp_path / "upload", "someone/captioner")

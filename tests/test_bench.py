@@ -2,17 +2,31 @@
 import json
 
 import bench
+from benchmarks.report import INSTALL_KEYS, REPORT_KEYS, TARGETS
+from benchmarks.timing import summary, timed
+
+
+def test_summary_is_the_p50_and_p90_in_milliseconds():
+    seconds = [0.001 * n for n in range(1, 11)]  # 1 ms to 10 ms
+    assert summary(seconds, "step") == {"step_p50_ms": 5.5, "step_p90_ms": 9.1}
+    assert summary([0.0123456], "one") == {"one_p50_ms": 12.35, "one_p90_ms": 12.35}
+
+
+def test_timed_gives_one_duration_per_item_in_order():
+    calls = []
+    seconds = timed(calls.append, ["a", "b", "c"])
+    assert calls == ["a", "b", "c"] and len(seconds) == 3 and all(s >= 0 for s in seconds)
 
 
 def test_quick_bench_writes_every_measurement(original_layout, exported_model, tmp_path, capsys):
     out = tmp_path / "b.json"
-    bench.main(["--data", str(original_layout), "--weights", str(exported_model), "--backbone-weights", "none",
+    bench.main(["--data", str(original_layout), "--model", str(exported_model), "--backbone-weights", "none",
                 "--cache-dir", str(tmp_path / "cache"), "--quick", "--json", str(out)])
     report = json.loads(out.read_text())
-    missing = [key for key in bench.REPORT_KEYS if report.get(key) is None]
+    missing = [key for key in REPORT_KEYS if report.get(key) is None]
     assert not missing
-    assert set(report["targets"]) == set(bench.TARGETS)
-    assert all(isinstance(t["met"], bool) for key, t in report["targets"].items() if key not in bench.INSTALL_KEYS)
+    assert set(report["targets"]) == set(TARGETS)
+    assert all(isinstance(t["met"], bool) for key, t in report["targets"].items() if key not in INSTALL_KEYS)
     assert report["targets"]["install_size_ratio"]["met"] is None  # measured only with --install-size
     assert report["exported_end_to_end_ratio"] == round(
         report["exported_end_to_end_p50_ms"] / report["keras_end_to_end_p50_ms"], 2)

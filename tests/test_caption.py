@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import caption
-from conftest import ROOT, SHARED_FLICKR8K, needs_shared
+from conftest import ROOT, SHARED_FLICKR8K, n_best_of, needs_shared
 from pipeline import Captioner
 from pipeline.records import Csv, RecordFile
 
@@ -66,7 +66,7 @@ def test_one_record_per_photo_with_errors_recorded(exported_model, photos, tmp_p
     captioned = [r for r in records if Path(r["path"]).name not in BROKEN]
     # the same captions as the model gives one call at a time
     captioner = Captioner.from_pretrained(exported_model)
-    expected = captioner.generate([r["path"] for r in captioned], beam_size=3)
+    expected = n_best_of(captioner, [r["path"] for r in captioned], 3)
     assert [r["caption"] for r in captioned] == [best[0].text for best in expected]
     assert all(r["error"] is None for r in captioned)
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.data import DatasetError
+from pipeline.formats.base import DatasetError
 from pipeline.formats import karpathy, load_dataset
 from conftest import SHARED_FLICKR8K, needs_shared, write_image
 from dataset_writers import place_images, write_coco, write_imagefolder, write_karpathy

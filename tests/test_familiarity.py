@@ -24,8 +24,8 @@ def test_dev_photos_spread_evenly_and_photos_unlike_training_score_low(tmp_path)
     assert unlike.max() == 0.0
     assert ((0 <= in_domain) & (in_domain <= 1)).all()
 
-    familiarity.save(tmp_path)
-    loaded, probe = Familiarity.load(tmp_path), clusters(rng, 200, centers)
+    familiarity.save(tmp_path / "familiarity.npz")
+    loaded, probe = Familiarity.load(tmp_path / "familiarity.npz"), clusters(rng, 200, centers)
     np.testing.assert_allclose(loaded(probe), familiarity(probe), atol=0.01)  # centroids kept as float16
 
 

@@ -9,7 +9,7 @@ import pytest
 import evaluate
 import train
 from pipeline import Captioner
-from pipeline.data import SPLIT_SEED, DatasetError
+from pipeline.formats.base import SPLIT_SEED, DatasetError
 from pipeline.formats import FORMATS, detect_format, load_dataset
 from conftest import write_image
 from dataset_writers import (KARPATHY_SPLITS, place_images, write_coco, write_flickr8k, write_hf_dataset,
@@ -106,7 +106,7 @@ def test_train_evaluate_and_load_on_each_format(kind, pool, tmp_path, tmp_path_f
     assert training["train_images"] == len(dataset.split("train")) >= 6 and training["epochs_run"] == 1
 
     report = tmp_path / "report.json"
-    evaluate.main([*common, "--weights", str(out), "--split", "test", "--no-bertscore", "--bootstrap", "10",
+    evaluate.main([*common, "--model", str(out), "--split", "test", "--no-bertscore", "--bootstrap", "10",
                    "--json", str(report)])
     assert json.loads(report.read_text())["n_images"] == len(dataset.split("test")) >= 2
     images = [line.split(",")[0] for line in report.with_suffix(".csv").read_text().splitlines()[1:]]
@@ -456,14 +456,14 @@ def test_the_data_arguments_explain_themselves_in_help(capsys):
 @pytest.mark.parametrize("text, ratio", [("0.8,0.1,0.1", (0.8, 0.1, 0.1)), ("8,2,0", (8.0, 2.0, 0.0)),
                                          (" 6 ,1, 1", (6.0, 1.0, 1.0))])
 def test_split_ratios_are_read_as_three_numbers(text, ratio):
-    from pipeline.data import parse_split_ratio
+    from pipeline.formats.base import parse_split_ratio
 
     assert parse_split_ratio(text) == ratio
 
 
 @pytest.mark.parametrize("text", ["0.8,0.2", "1,2,3,4", "a,b,c", "", "0,1,1", "1,-1,1", "1,1,-0.5", "-1,1,1"])
 def test_a_split_ratio_that_is_not_three_usable_numbers_is_refused(text, capsys):
-    from pipeline.data import parse_split_ratio
+    from pipeline.formats.base import parse_split_ratio
 
     message = f"expected three non-negative numbers TRAIN,DEV,TEST with TRAIN > 0, got {text!r}"
     with pytest.raises(ValueError) as error:
@@ -474,7 +474,7 @@ def test_a_split_ratio_that_is_not_three_usable_numbers_is_refused(text, capsys)
     assert message in capsys.readouterr().err
 
 
-# --- reading files: encodings, detection's peek, ratio splits (pipeline/data.py) ---------------------------
+# --- reading files: encodings, detection's peek, ratio splits (pipeline/formats/base.py) ---------------------------
 
 def test_a_folder_named_like_a_json_file_is_not_read_as_one(tmp_path):
     (tmp_path / "data.json").mkdir()
@@ -497,7 +497,7 @@ def test_json_with_a_byte_order_mark_loads(tmp_path):
 
 
 def test_a_missing_file_is_named(tmp_path):
-    from pipeline.data import read_json
+    from pipeline.formats.base import read_json
 
     with pytest.raises(DatasetError, match=f"missing file: {tmp_path / 'nothing.json'}"):
         read_json(tmp_path / "nothing.json")

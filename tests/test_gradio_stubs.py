@@ -1,4 +1,4 @@
-"""Gradio imported without its type-stub writing (pipeline/gradio_stubs.py), each in a fresh process."""
+"""Gradio imported without its type-stub writing (serving/gradio_stubs.py), each in a fresh process."""
 import subprocess
 import sys
 
@@ -34,7 +34,7 @@ def printed_by(code: str) -> list[str]:
 
 @pytest.mark.parametrize("before, skipped", [
     ("", False),  # Gradio as it is: if it stops parsing its sources, the skip has nothing left to do
-    ("from pipeline.gradio_stubs import skip_stub_generation; assert skip_stub_generation()", True),
+    ("from serving.gradio_stubs import skip_stub_generation; assert skip_stub_generation()", True),
     ("import app", True),  # the app arranges it before its own import of Gradio
 ])
 def test_gradio_skips_its_stubs_only_when_told(before, skipped):
@@ -45,12 +45,12 @@ def test_gradio_skips_its_stubs_only_when_told(before, skipped):
 def test_too_late_or_twice_changes_nothing():
     code = """
 import sys
-from pipeline.gradio_stubs import skip_stub_generation, _SkipStubsOnLoad
+from serving.gradio_stubs import skip_stub_generation, _SkipStubsOnLoad
 finders = lambda: sum(isinstance(f, _SkipStubsOnLoad) for f in sys.meta_path)
 print(skip_stub_generation(), skip_stub_generation(), finders())
 import gradio.component_meta as m
 print(finders(), m.create_or_modify_pyi.__name__)
 """
     assert printed_by(code) == ["True", "False", "1", "0", "no_stub"]
-    assert printed_by("import gradio\nfrom pipeline.gradio_stubs import skip_stub_generation\n"
+    assert printed_by("import gradio\nfrom serving.gradio_stubs import skip_stub_generation\n"
                       "print(skip_stub_generation())") == ["False"]

@@ -17,8 +17,8 @@ from huggingface_hub import ModelCard
 import app
 from conftest import ROOT
 from pipeline import Captioner
-from pipeline import hub
-from pipeline.artifact import ARTIFACT_FILES, WEIGHTS_FILE
+from pipeline import hub, model_source
+from pipeline.artifact import ARTIFACT_FILES, FAMILIARITY_FILE, WEIGHTS_FILE
 from pipeline.encoder import FEATURE_DIM
 from pipeline.familiarity import Familiarity
 from pipeline.files import sha256_of
@@ -45,7 +45,7 @@ def model_folder(tiny_model, tmp_path):
                           "best_dev_cider": 0.4321, "dev_loss": 2.81}
     rng = np.random.default_rng(0)  # a familiarity calibration, published with the model
     config["familiarity"] = Familiarity.fit(rng.random((40, FEATURE_DIM)), rng.random((10, FEATURE_DIM)),
-                                            centroids=4).save(folder)
+                                            centroids=4).save(folder / FAMILIARITY_FILE)
     (folder / "config.json").write_text(json.dumps(config))
     (folder / "metrics.json").write_text(json.dumps({**METRICS, "weights_sha256": sha256_of(folder / WEIGHTS_FILE)}))
     (folder / "training_log.csv").write_text("epoch,loss,val_loss\n0,4.1,3.9\n")
@@ -70,28 +70,30 @@ def populate_hub_cache(cache, repo_id, commit, files):
 
 
 def resolve_offline(cache, local, repo_id, revision=None, check=True):
-    """resolve_weights in a fresh interpreter, as the app runs: HF_HUB_OFFLINE is read at import.
+    """model_source.resolve_default in a fresh interpreter, as the app runs: HF_HUB_OFFLINE is read at import.
 
-    Returns what it printed (the folder) and its log lines about the weights; with check=False,
-    the whole CompletedProcess instead."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), hub.REPO_ENV: repo_id}
-    env.pop(hub.REVISION_ENV, None)
+    Returns what it printed (the folder, then how users are told of the model) and its log lines
+    about the weights; with check=False, the whole CompletedProcess instead."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), model_source.REPO_ENV: repo_id}
+    env.pop(model_source.REVISION_ENV, None)
     if revision:
-        env[hub.REVISION_ENV] = revision
+        env[model_source.REVISION_ENV] = revision
     code = ("import logging, sys; logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s'); "
-            "from pipeline.hub import resolve_weights; print(resolve_weights(sys.argv[1]))")
+            "from pipeline.model_source import resolve_default; location = resolve_default(sys.argv[1]); "
+            "print(location.folder); print(location.describe())")
     done = subprocess.run([sys.executable, "-c", code, str(local)], env=env, cwd=ROOT, capture_output=True,
                           text=True, check=check)
     if not check:
         return done
     hub_lines = [line for line in done.stderr.splitlines() if "model weights:" in line]
-    return done.stdout.strip(), hub_lines
+    folder, description = done.stdout.strip().splitlines()
+    return folder, description, hub_lines
 
 
 def test_local_folder_when_no_repo_is_set(tiny_model, monkeypatch, caplog):
-    monkeypatch.delenv(hub.REPO_ENV, raising=False)
-    with caplog.at_level(logging.INFO, logger="pipeline.hub"):
-        assert hub.resolve_weights(tiny_model) == tiny_model
+    monkeypatch.delenv(model_source.REPO_ENV, raising=False)
+    with caplog.at_level(logging.INFO, logger="pipeline.model_source"):
+        assert model_source.resolve_default(tiny_model).folder == tiny_model
     assert f"local folder {tiny_model}" in caplog.text
 
 
@@ -99,14 +101,15 @@ def test_hub_repo_from_the_offline_cache(tiny_model, tmp_path):
     cache = tmp_path / "hub"
     snapshot = populate_hub_cache(cache, REPO_ID, COMMIT, [tiny_model / name for name in ARTIFACT_FILES])
     for revision in (None, COMMIT):  # the branch through refs/main, and a pinned commit
-        folder, lines = resolve_offline(cache, tmp_path / "no-local-weights", REPO_ID, revision)
+        folder, description, lines = resolve_offline(cache, tmp_path / "no-local-weights", REPO_ID, revision)
         assert folder == str(snapshot)
+        assert description == f"{REPO_ID} at commit {COMMIT}"  # what users are told they are served
         assert lines == [f"INFO model weights: Hub repo {REPO_ID}@{revision or 'main'} (commit {COMMIT})"]
 
 
 def test_unreachable_hub_falls_back_to_the_local_folder_in_one_line(tiny_model, tmp_path):
     (tmp_path / "hub").mkdir()
-    folder, lines = resolve_offline(tmp_path / "hub", tiny_model, REPO_ID)
+    folder, _, lines = resolve_offline(tmp_path / "hub", tiny_model, REPO_ID)
     assert folder == str(tiny_model)
     assert len(lines) == 2  # the warning, then where the weights come from instead
     assert lines[0].startswith(f"WARNING model weights: Hub repo {REPO_ID}@main unavailable (LocalEntryNotFoundError")
@@ -118,23 +121,21 @@ def test_a_pinned_revision_that_cannot_be_used_is_an_error_not_a_fallback(tiny_m
     (tmp_path / "hub").mkdir()
     done = resolve_offline(tmp_path / "hub", tiny_model, REPO_ID, "v2", check=False)
     assert done.returncode != 0 and str(tiny_model) not in done.stdout
-    assert f"NoWeightsError: the pinned model {REPO_ID}@v2 ({hub.REVISION_ENV}) cannot be used" in done.stderr
+    assert f"ModelError: the pinned model {REPO_ID}@v2 ({model_source.REVISION_ENV}) cannot be used" in done.stderr
 
 
-def test_users_are_told_which_model_they_are_served(tiny_model, tmp_path):
-    snapshot = populate_hub_cache(tmp_path / "hub", REPO_ID, COMMIT, [tiny_model / name for name in ARTIFACT_FILES])
-    assert hub.describe_weights(snapshot) == f"{REPO_ID} at commit {COMMIT}"
-    local = hub.describe_weights(tiny_model)
+def test_users_are_told_which_local_model_they_are_served(tiny_model):
+    local = model_source.ModelLocation(tiny_model).describe()
     assert local == f"local weights, {WEIGHTS_FILE} SHA-256 {sha256_of(tiny_model / WEIGHTS_FILE)[:12]}"
     assert str(tiny_model.parent) not in local
 
 
 def test_no_weights_anywhere_exits_with_how_to_get_them(tmp_path, monkeypatch):
-    monkeypatch.delenv(hub.REPO_ENV, raising=False)
+    monkeypatch.delenv(model_source.REPO_ENV, raising=False)
     with pytest.raises(SystemExit) as stop:
-        app.main(["--weights", str(tmp_path / "empty")])
+        app.main(["--fallback-model", str(tmp_path / "empty")])
     message = str(stop.value)
-    assert "no usable model weights" in message and "train.py" in message and hub.REPO_ENV in message
+    assert "no usable model weights" in message and "train.py" in message and model_source.REPO_ENV in message
 
 
 def test_dry_run_builds_a_folder_that_loads_and_carries_the_metrics(model_folder, tmp_path, random_encoder,
@@ -231,7 +232,7 @@ def test_local_paths_are_never_published(model_folder, tmp_path, random_encoder)
 
 
 def test_the_committed_metrics_belong_to_the_committed_weights():
-    hub.check_publishable(hub.LOCAL_WEIGHTS)
+    hub.check_publishable(model_source.LOCAL_WEIGHTS)
 
 
 def test_push_without_a_token_says_how_to_log_in(model_folder, tmp_path, monkeypatch):
@@ -260,15 +261,15 @@ def test_the_model_card_of_an_ensemble_says_what_it_averages_and_how():
     text = hub.model_card("someone/captioner", config, None).text
     assert "- decoders averaged (ensemble): 3\n" in text
     assert "- each decoder's best dev CIDEr-D (beam 3): 0.49, 0.486, 0.43\n" in text
-    assert "- how their next-word distributions are averaged: geometric\n" in text
+    assert "whose next-word distributions are averaged (geometric mean)" in text
     assert "- decoder weights stored as: float16\n" in text
 
 
 def test_the_model_card_names_the_former_mean_for_an_ensemble_that_names_none_and_no_mean_for_one_decoder():
     config = {"vocab_size": 2536, "max_length": 31, "encoder": {"weights_fingerprint": "dd8fa9fc31ba1243"},
               "architecture": {"name": "ensemble", "members": [{"name": "merge-lstm"}] * 2}, "training": {}}
-    assert "- how their next-word distributions are averaged: arithmetic\n" in hub.model_card("a/b", config, None).text
-    config["architecture"] = {"name": "merge-lstm", "units": 256}
+    assert "distributions are averaged (arithmetic mean)" in hub.model_card("a/b", config, None).text
+    config["architecture"] = {"name": "merge-lstm", "units": 256, "embedding_dim": 256}
     assert "averaged" not in hub.model_card("a/b", config, None).text
 
 

@@ -21,7 +21,7 @@ def test_evaluate_with_requirements_eval_txt(original_layout, exported_model, tm
     (original_layout / "Flickr8k_text" / "Flickr8k.token.txt").write_text("".join(
         f"img{i}.jpg#{k}\t{subject} {action} .\n" for i, subject in enumerate(subjects)
         for k, action in enumerate(["runs", "sits on the grass", "plays", "walks in the park", "looks up"])))
-    done = run("requirements-eval.txt", ROOT / "evaluate.py", "--data", original_layout, "--weights", exported_model,
+    done = run("requirements-eval.txt", ROOT / "evaluate.py", "--data", original_layout, "--model", exported_model,
                "--split", "train", "--cache-dir", tmp_path / "cache", "--json", tmp_path / "r.json",
                "--bertscore-model", get_model_path(), "--bertscore-layers", "5", "--bootstrap", "50")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -36,7 +36,7 @@ def test_export_with_requirements_train_txt(tiny_model, tmp_path):
     import shutil
     folder = tmp_path / "model"
     shutil.copytree(tiny_model, folder)
-    done = run("requirements-train.txt", ROOT / "export_encoder.py", "--weights", folder, "--backbone-weights", "none")
+    done = run("requirements-train.txt", ROOT / "export_encoder.py", "--model", folder, "--backbone-weights", "none")
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((folder / "config.json").read_text())["encoder"]["exported"]["weights"] == "float16"
 

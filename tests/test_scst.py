@@ -95,7 +95,7 @@ def test_self_critical_updates_raise_the_reward():
     import keras
 
     from pipeline.decoder import DecoderSteps, build_decoder, layer_weights
-    from pipeline.training import SelfCriticalStep
+    from pipeline.scst import SelfCriticalStep
 
     keras.utils.set_random_seed(0)
     vocab = Vocabulary(list(SPECIALS) + "a dog runs man rides bike children water play".split())
@@ -133,7 +133,7 @@ def test_an_ensemble_is_fine_tuned_as_a_whole():
     import keras
 
     from pipeline.decoder import build_ensemble, member_prefix
-    from pipeline.training import SelfCriticalStep
+    from pipeline.scst import SelfCriticalStep
 
     keras.utils.set_random_seed(0)
     member = {"name": "merge-lstm", "units": 8, "embedding_dim": 8, "dropout": 0.0}

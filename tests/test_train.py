@@ -12,7 +12,7 @@ import pytest
 
 import train
 from pipeline import Captioner
-from pipeline.data import DatasetError
+from pipeline.formats.base import DatasetError
 from pipeline.training import ResumableTraining
 from conftest import ROOT, SHARED_FLICKR8K, needs_shared, only_requirements
 
@@ -44,7 +44,7 @@ def test_train_script_on_a_small_slice(tmp_path):
     captioner = Captioner.from_pretrained(out, backbone_weights="none")
     image = SHARED_FLICKR8K / "Flicker8k_Dataset" / "1000268201_693b08cb0e.jpg"
     assert captioner.caption(image).split()  # a caption has words
-    assert np.isfinite(captioner.generate([image], beam_size=2, n_best=2)[0][0].log_prob)
+    assert np.isfinite(captioner.describe(image, beam_size=2).n_best[0].log_prob)
 
 
 @needs_shared

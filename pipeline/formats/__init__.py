@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from ..data import CaptionDataset, DatasetError, DatasetFormat, LoadOptions, parse_split_ratio
+from .base import CaptionDataset, DatasetError, DatasetFormat, LoadOptions, parse_split_ratio
 from . import coco, flickr8k, hf_datasets, imagefolder, karpathy
 
 log = logging.getLogger(__name__)

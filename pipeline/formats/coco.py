@@ -11,7 +11,7 @@ import random
 import re
 from pathlib import Path
 
-from ..data import (SPLIT_SEED, CaptionDataset, DatasetError, DatasetFormat, LoadOptions, caption_text,
+from .base import (SPLIT_SEED, CaptionDataset, DatasetError, DatasetFormat, LoadOptions, caption_text,
                     drop_missing_images, json_head, read_json, refuse_split_ratio, split_by_ratio)
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ import logging
 import random
 from pathlib import Path
 
-from ..data import (SPLIT_SEED, CaptionDataset, DatasetError, DatasetFormat, LoadOptions, drop_missing_images,
+from .base import (SPLIT_SEED, CaptionDataset, DatasetError, DatasetFormat, LoadOptions, drop_missing_images,
                     read_lines, split_by_ratio)
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ import io
 import logging
 from pathlib import Path
 
-from ..data import CaptionDataset, DatasetError, DatasetFormat, LoadOptions, caption_text, split_by_ratio
+from .base import CaptionDataset, DatasetError, DatasetFormat, LoadOptions, caption_text, split_by_ratio
 from ..feature_cache import default_cache_dir
 from ..files import atomic_path
 from .imagefolder import SPLIT_FOLDERS

@@ -10,7 +10,7 @@ import csv
 import json
 from pathlib import Path
 
-from ..data import (CaptionDataset, DatasetError, DatasetFormat, LoadOptions, caption_text, drop_missing_images,
+from .base import (CaptionDataset, DatasetError, DatasetFormat, LoadOptions, caption_text, drop_missing_images,
                     refuse_split_ratio, split_by_ratio, splits_of)
 
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")

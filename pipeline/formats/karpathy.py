@@ -7,7 +7,7 @@
 import re
 from pathlib import Path
 
-from ..data import (CaptionDataset, DatasetError, DatasetFormat, LoadOptions, caption_text, drop_missing_images,
+from .base import (CaptionDataset, DatasetError, DatasetFormat, LoadOptions, caption_text, drop_missing_images,
                     json_head, read_json, splits_of)
 
 # restval is the part of COCO's val2014 that Karpathy's split gives to training
