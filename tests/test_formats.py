@@ -449,8 +449,32 @@ def test_the_data_arguments_explain_themselves_in_help(capsys):
                   "--skip-missing go on without the listed images that are not on disk (by default they stop the "
                   "run; the Flickr8k layouts always skip them)",
                   "--split-ratio TRAIN,DEV,TEST split data that has no splits of its own, deterministically "
-                  "(default 0.8,0.1,0.1; Kaggle's Flickr8k: 6000/1000/1000 images)"]:
+                  "(default 0.8,0.1,0.1; Kaggle's Flickr8k: 6000/1000/1000 images)",
+                  "--image-column NAME hf-datasets: the column of the images (default: the one of the Image type)",
+                  "--caption-column NAME hf-datasets: the column of the captions, a string or a list of strings per "
+                  "row (default: one of text, caption, captions, sentences)"]:
         assert shown in words
+
+
+def test_every_data_argument_reaches_load_dataset_in_its_place(monkeypatch):
+    """dataset_from_args hands each option to load_dataset, the cache folder too (where hf:// datasets go)."""
+    import argparse
+
+    from pipeline import formats
+
+    calls = []
+    monkeypatch.setattr(formats, "load_dataset", lambda *given: calls.append(given))
+    parser = argparse.ArgumentParser()
+    formats.add_data_arguments(parser)
+    parser.add_argument("--cache-dir")
+    formats.dataset_from_args(parser.parse_args(["--data", "d", "--format", "hf-datasets", "--images", "i",
+                                                 "--split-ratio", "6,2,2", "--skip-missing", "--image-column", "im",
+                                                 "--caption-column", "cap", "--cache-dir", "c"]))
+    formats.dataset_from_args(argparse.Namespace(data="d", format=None, images=None, split_ratio=None,
+                                                 skip_missing=False, image_column=None, caption_column=None))
+    # (an entry point without --cache-dir)
+    assert calls == [("d", "hf-datasets", "i", (6.0, 2.0, 2.0), True, "im", "cap", "c"),
+                     ("d", None, None, None, False, None, None, None)]
 
 
 @pytest.mark.parametrize("text, ratio", [("0.8,0.1,0.1", (0.8, 0.1, 0.1)), ("8,2,0", (8.0, 2.0, 0.0)),
