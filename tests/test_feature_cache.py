@@ -5,6 +5,8 @@ import os
 import re
 import threading
 import time
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -224,3 +226,72 @@ def test_a_stale_temporary_part_that_another_process_removed_first_is_no_error(t
 
     monkeypatch.setattr(feature_cache.time, "time", removed_meanwhile)
     assert FeatureCache(tmp_path, "k").features == {}
+
+
+def fake_ray(monkeypatch, batches: int = 2):
+    """encode_with_ray standing in for a Ray pool: the local encoder's features, `batches` images at a time,
+    the calls recorded."""
+    from pipeline import ray_engine
+
+    calls = []
+
+    def encode_with_ray(encoder, paths, *, batch_size, actors):
+        calls.append((len(paths), batch_size, actors))
+        for i in range(0, len(paths), batches):
+            yield paths[i:i + batches], encoder.encode([Path(p) for p in paths[i:i + batches]])
+
+    monkeypatch.setattr(ray_engine, "encode_with_ray", encode_with_ray)
+    return calls
+
+
+def test_the_ray_pass_caches_what_comes_back_in_chunks_keyed_as_the_local_pass(tmp_path, image_dir, monkeypatch):
+    names = sorted(p.name for p in image_dir.iterdir())
+    calls = fake_ray(monkeypatch)
+    on_ray = extract_features(CountingEncoder(), image_dir, names, tmp_path / "ray", batch_size=7, chunk_size=3,
+                              engine="ray", actors=2)
+    assert calls == [(len(names), 7, 2)]
+    local = extract_features(CountingEncoder(), image_dir, names, tmp_path / "local")
+    np.testing.assert_array_equal(on_ray, local)
+    parts = sorted((tmp_path / "ray" / "features" / "k1").glob("part-*.npz"))
+    sizes = sorted(len(np.load(part)["keys"]) for part in parts)
+    assert sum(sizes) == len(names) and max(sizes) <= 4 and len(parts) == -(-len(names) // 4)  # 2 batches of 2
+    again = CountingEncoder()
+    np.testing.assert_array_equal(extract_features(again, image_dir, names, tmp_path / "ray", engine="ray"), local)
+    assert again.encoded == [] and len(calls) == 1  # all cached: Ray is not asked again
+
+
+def test_the_ray_pass_commits_every_few_seconds_however_large_its_chunks(tmp_path, image_dir, monkeypatch):
+    from pipeline import feature_cache
+
+    names = sorted(p.name for p in image_dir.iterdir())
+    fake_ray(monkeypatch, batches=1)
+    clock = iter(range(0, 1000, feature_cache.COMMIT_EVERY_S + 1))  # each batch comes back after the interval
+    monkeypatch.setattr(feature_cache, "time", SimpleNamespace(monotonic=lambda: next(clock), time=time.time))
+    extract_features(CountingEncoder(), image_dir, names, tmp_path, chunk_size=10_000, engine="ray")
+    assert len(list((tmp_path / "features" / "k1").glob("part-*.npz"))) == len(names)
+
+
+def test_an_unknown_engine_is_refused(tmp_path, image_dir):
+    with pytest.raises(ValueError, match="engine must be local or ray, got 'spark'"):
+        extract_features(CountingEncoder(), image_dir, [next(image_dir.iterdir()).name], tmp_path, engine="spark")
+
+
+def test_features_or_exit_takes_the_entry_points_options_and_exits_on_a_cluster_error(tmp_path, image_dir,
+                                                                                        monkeypatch):
+    from pipeline import ray_engine
+    from pipeline.feature_cache import features_or_exit
+
+    names = sorted(p.name for p in image_dir.iterdir())
+    calls = fake_ray(monkeypatch)
+    args = SimpleNamespace(cache_dir=tmp_path / "asked", engine="ray", actors=3)
+    np.testing.assert_array_equal(features_or_exit(CountingEncoder(), image_dir, names, args),
+                                  extract_features(CountingEncoder(), image_dir, names, tmp_path / "local"))
+    assert calls[0][2] == 3 and (tmp_path / "asked" / "features" / "k1").is_dir()
+
+    def refused(*args, **kwargs):
+        raise ray_engine.ClusterError("--actors 3 cannot run on this cluster")
+        yield
+
+    monkeypatch.setattr(ray_engine, "encode_with_ray", refused)
+    with pytest.raises(SystemExit, match=r"^error: --actors 3 cannot run on this cluster$"):
+        features_or_exit(CountingEncoder(key="k2"), image_dir, names, args)

@@ -790,3 +790,34 @@ def test_a_hub_dataset_is_read_at_its_revision_through_datasets(tmp_path, pool, 
     assert sorted(len(v) for v in dataset.splits.values()) == [2, 2, 8]
     load_dataset("hf://someone/captions", cache_dir=tmp_path / "c")
     assert asked[-1] == ("someone/captions", None)
+
+
+def test_hf_column_errors_name_the_place_the_columns_and_the_option():
+    import datasets
+
+    from pipeline.formats.hf_datasets import caption_column, image_column
+
+    features = {"raw": datasets.Image(), "other": datasets.Image(), "description": datasets.Value("string")}
+    texts = {"text": datasets.Value("string"), "caption": datasets.Value("string")}
+    cases = [
+        (lambda: image_column(features, "photo", "d"),
+         "d: no column 'photo' (--image-column); its columns are raw, other, description"),
+        (lambda: image_column(features, None, "d"),
+         "d: several columns of the Image type (raw, other): name one with --image-column"),
+        (lambda: image_column(texts, None, "d"),
+         "d: no column of the Image type (text, caption): name one with --image-column"),
+        (lambda: caption_column(features, "words", "d"),
+         "d: no column 'words' (--caption-column); its columns are raw, other, description"),
+        (lambda: caption_column(texts, None, "d"),
+         "d: expected one caption column of text, caption, captions, sentences, got ['text', 'caption']: "
+         "name it with --caption-column"),
+        (lambda: caption_column(features, None, "d"),
+         "d: expected one caption column of text, caption, captions, sentences, got none: name it with "
+         "--caption-column"),
+    ]
+    for call, message in cases:
+        with pytest.raises(DatasetError) as error:
+            call()
+        assert str(error.value) == message
+    assert image_column(features, "other", "d") == "other" and image_column({"im": datasets.Image()}, None, "d") == "im"
+    assert caption_column(features, "description", "d") == "description" and caption_column(texts, "text", "d") == "text"
