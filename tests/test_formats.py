@@ -730,6 +730,8 @@ def test_hf_columns_may_be_named(tmp_path, pool):
     dataset = load_dataset(tmp_path / "d", image_column="raw", caption_column="description",
                            split_ratio=(1, 0, 1), cache_dir=tmp_path / "c")
     assert sorted(dataset.captions.values()) == [["A dog plays ."], ["A dog runs ."]]
+    assert dataset.image_dir.is_relative_to(tmp_path / "c")  # the images go where --cache-dir says
+    assert {dataset.image_path(name).is_file() for name in dataset.captions} == {True}
     with pytest.raises(DatasetError, match="--image-column does not apply to the imagefolder format"):
         load_dataset(build_imagefolder_jsonl(tmp_path / "folder", pool)[0], image_column="raw")
 
