@@ -18,7 +18,7 @@ def bench_serving_modes(model_folder: str, paths: list[str], beam_size: int, sec
     import openvino as ov
 
     from pipeline import Captioner
-    from pipeline.artifact import exported_files, read_config
+    from pipeline.artifact import exported_encoder_files, read_config
     
     captioner = Captioner.from_pretrained(model_folder, encoder="exported")
     loaded = [captioner.preprocess(path) for path in cycle(paths, 16)]
@@ -28,7 +28,7 @@ def bench_serving_modes(model_folder: str, paths: list[str], beam_size: int, sec
     # both hints on the same whole graph, in the folder's compute precision (the served encoder keeps
     # its first blocks in f32, so its own figure is not the one to compare)
     exported = read_config(Path(model_folder))["encoder"]["exported"]
-    files = [Path(model_folder) / name for name in exported_files(exported)]
+    files = exported_encoder_files(Path(model_folder), exported)
     core = ov.Core()
     model = core.read_model(files[0].read_text(encoding="utf-8"),
                             ov.Tensor(np.concatenate([np.fromfile(p, np.uint8) for p in files[1:]])))
