@@ -298,14 +298,18 @@ def burst(app: AppProcess, clients: int = 200, folder: Path | None = None) -> di
     latencies = sorted(seconds for _, seconds, _ in answers)
     good = [kind for photo, (kind, _, _) in zip(photos, answers) if photo not in bad]
     refused = [kind for photo, (kind, _, _) in zip(photos, answers) if photo in bad]
+    admitted = [seconds for kind, seconds, _ in answers if kind != "queue full"]
     return {"clients": clients, "good_photos": len(good), "bad_files": len(refused),
-            "good_captioned": good.count("caption"), "bad_refused_clearly": sum(
+            "good_captioned": good.count("caption"), "good_queue_full": good.count("queue full"),
+            "bad_refused_clearly": sum(
                 1 for photo, (kind, _, text) in zip(photos, answers)
                 if photo in bad and kind == "error" and text.startswith("Cannot caption this file")),
+            "bad_queue_full": refused.count("queue full"),
             "queue_full": sum(kind == "queue full" for kind, _, _ in answers),
             "failed": sorted({kind for kind, _, _ in answers if kind.startswith("failed")}),
             "latency_s": {"p50": round(latencies[len(latencies) // 2], 2),
                           "p95": round(latencies[int(len(latencies) * 0.95)], 2), "max": round(latencies[-1], 2)},
+            "longest_admitted_s": round(max(admitted), 2) if admitted else None,
             "wall_s": round(time.monotonic() - started, 1), "memory": app.memory()}
 
 
