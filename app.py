@@ -35,6 +35,7 @@ from pipeline.files import atomic_path  # noqa: E402
 from pipeline.model_source import LOCAL_WEIGHTS, ModelError  # noqa: E402
 from pipeline.records import Csv  # noqa: E402
 from serving.admission import ServiceTimes, admit_by_wait  # noqa: E402
+from serving.heatmaps import NO_ATTENTION, as_json, shown_photo, spotlight, word_choices  # noqa: E402
 from serving.inputs import LINK_STAND_IN, beam_slider, photo_files_input, photo_input  # noqa: E402
 from serving.server import count_uploads, launch  # noqa: E402
 from serving.tabs import TabRequests  # noqa: E402
@@ -96,31 +97,64 @@ def familiarity_note(description) -> str:
 
 
 def photo_tab(captioner: Captioner, requests: TabRequests) -> None:
-    """The first tab: one photo; its caption, the familiarity note, the beam's best captions (/caption, /describe)."""
+    """The first tab: one photo; its caption, the familiarity note, the beam's best captions, and
+    where the model looked for each word (/caption, /describe, /where_it_looked)."""
+    looks = captioner.looks_at_regions
 
-    def describe(image: str | None, beam_size: int):
-        """The photo's Description (caption, n-best, familiarity)."""
+    def read_and_describe(image: str | None, beam_size: int):
+        """The photo's bytes and its Description (caption, n-best, familiarity)."""
         if image is None:
             raise gr.Error("Upload a photo first.", print_exception=False)
         with requests.releasing([image]), requests.users_file():
             photo = requests.photo_bytes(image)
             with requests.timed(PHOTO_QUEUE):
-                return captioner.describe(photo, beam_size)
+                return photo, captioner.describe(photo, beam_size)
 
     def caption(image: str | None, beam_size: int):
         """The photo's best caption, and the beam's best captions with their probabilities."""
-        description = describe(image, beam_size)
+        photo, description = read_and_describe(image, beam_size)
         # sentence probabilities are tiny numbers: keep significant digits, not decimals
         table = [[c.text, float(f"{c.probability:.3g}")] for c in description.n_best]
-        return description.caption, table, description
+        # the heat maps come from the search that chose the caption: no second pass
+        with requests.users_file():
+            shown = shown_photo(photo) if looks else None
+        return description.caption, table, (description, shown)
+
+    def said(described):
+        """What the page shows beside the caption once it is there: the note, the shares and, from an
+        attention model, the word selector on the caption's first word and its spotlight. The caption's
+        state is emptied; the word selector's keeps the shown photo and the maps."""
+        description, shown = described
+        shown_words = ()
+        if looks:
+            best = description.n_best[0]
+            choices = word_choices(best)
+            shown_words = ((shown, best), gr.update(choices=choices, value=choices[0] if choices else None),
+                           spotlight(shown, best.looked[0]) if choices else None)
+        return familiarity_note(description), probability_shares(description), None, *shown_words
+
+    def show_word(choice: str | None, looked):
+        """The spotlight on where the model looked for the chosen word ("3. dog" is the third)."""
+        if not choice or looked is None:
+            return None
+        shown, best = looked
+        return spotlight(shown, best.looked[int(choice.split(".")[0]) - 1])
 
     def describe_api(image: str | None, beam_size: int) -> dict:
         """caption, familiarity (0-1: the share of dev photos at least as far from the training
         photos; null for a model without the calibration), unfamiliar, and the best captions."""
-        description = describe(image, beam_size)
+        _, description = read_and_describe(image, beam_size)
         return {"caption": description.caption, "familiarity": description.familiarity,
                 "unfamiliar": description.unfamiliar,
                 "best": [{"caption": c.text, "probability": c.probability} for c in description.n_best]}
+
+    def where_it_looked_api(image: str | None, beam_size: int) -> dict:
+        """caption, its words, and for each word the attention weights over the photo's grid of
+        regions (rows x columns, summing to 1) that the beam chose it with."""
+        if not looks:
+            raise gr.Error(NO_ATTENTION, print_exception=False)
+        _, description = read_and_describe(image, beam_size)
+        return as_json(description.n_best[0])
 
     with gr.Row(equal_height=False):
         with gr.Column():
@@ -137,20 +171,37 @@ def photo_tab(captioner: Captioner, requests: TabRequests) -> None:
             # /caption's second output, as API callers have always had it; the page shows `shares`
             best = gr.Dataframe(headers=["caption", "probability"], datatype=["str", "number"], visible=False,
                                 label="Best captions", interactive=False)
+            # where it looked for each word, or (said once) why this model cannot show it
+            if looks:
+                with gr.Group(elem_id="where-it-looked"):
+                    word = gr.Radio([], label="Where it looked for the word", elem_id="looked-word")
+                    lit = gr.Image(label="The photo, lit where the model looked", interactive=False,
+                                   show_label=False, elem_id="looked-photo", height=300)
+            else:
+                gr.Markdown(NO_ATTENTION, elem_id="where-it-looked")
     gr.Examples([[str(path)] for path in sorted(EXAMPLES.glob("*.jpg"))], inputs=[photo])
     described = gr.State()
     # Clear empties the photo and what was said of it; the options stay as they were
-    clear.add([photo, caption_box, note, shares, best])
+    looked = gr.State()
+    shown_words = [looked, word, lit] if looks else []
+    clear.add([photo, caption_box, note, shares, best, *shown_words])
     # what was said of a photo stays until the next photo
-    photo.change(lambda: ("", "", None), None, [caption_box, note, shares], api_visibility="private", queue=False)
+    photo.change(lambda: ("", "", None) + (None,) * len(shown_words), None, [caption_box, note, shares, *shown_words],
+                 api_visibility="private", queue=False)
     submit.click(caption, [photo, beam_size], [caption_box, best, described], api_name="caption",
                  api_description=API_PHOTO_NOTE, concurrency_limit=CONCURRENCY_LIMIT, concurrency_id=PHOTO_QUEUE
-                 ).success(lambda d: (familiarity_note(d), probability_shares(d)), described, [note, shares],
-                           api_visibility="private", queue=False)
+                 ).success(said, described, [note, shares, described, *shown_words], api_visibility="private",
+                           queue=False)
+    if looks:
+        word.change(show_word, [word, looked], lit, api_visibility="private", queue=False)
     with gr.Column(visible=False):  # /describe: the same photo and beam size in, JSON out
         api_photo, api_beam, api_out = photo_input(), beam_slider(), gr.JSON(label="Description")
         gr.Button().click(describe_api, [api_photo, api_beam], api_out, api_name="describe",
                           api_description="The caption with the photo's familiarity. " + API_PHOTO_NOTE,
+                          concurrency_limit=CONCURRENCY_LIMIT, concurrency_id=PHOTO_QUEUE)
+        gr.Button().click(where_it_looked_api, [api_photo, api_beam], gr.JSON(label="Where it looked"),
+                          api_name="where_it_looked",
+                          api_description="Where the model looked for each word of the caption. " + API_PHOTO_NOTE,
                           concurrency_limit=CONCURRENCY_LIMIT, concurrency_id=PHOTO_QUEUE)
     flagging([photo, beam_size, caption_box])
 

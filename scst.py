@@ -85,6 +85,7 @@ def fine_tune(args) -> None:
                                    write_familiarity)
     from pipeline.captioner import load_image_encoder
     from pipeline.decoder import decoder_steps, layer_weights
+    from pipeline.encoder import pooled
     from pipeline.familiarity import Familiarity
     from pipeline.scst import CiderD, SelfCriticalStep, leave_one_out_advantages, reward_references, sample_captions
     from pipeline.training import DEV_CIDER, DevCider, ResumableTraining
@@ -173,7 +174,7 @@ def fine_tune(args) -> None:
         "train_seconds": round(sum(r.get("seconds", 0) for r in history), 1),
         "wall_seconds_this_run": round(time.time() - started, 1)}
     copy_companion_files(source, out, config)
-    config["familiarity"] = write_familiarity(out, Familiarity.fit(train_features, dev_features))  # on the features it serves
+    config["familiarity"] = write_familiarity(out, Familiarity.fit(pooled(train_features), pooled(dev_features)))  # on the features it serves
     save_artifact(out, model, vocab, config)  # config.json last: it names the encoder files copied above
     shutil.rmtree(out / CHECKPOINTS)
     log.info("saved model folder %s (best dev CIDEr-D %.4f at epoch %d)", out, float(best[DEV_CIDER]),

@@ -76,7 +76,7 @@ def train(args) -> None:
 
     from pipeline.artifact import (build_keras_decoder, exported_encoder_files, make_config, save_artifact,
                                    write_config, write_familiarity)
-    from pipeline.encoder import KerasEncoder
+    from pipeline.encoder import KerasEncoder, pooled
     from pipeline.familiarity import Familiarity
     from pipeline.openvino_encoder import OpenVINOEncoder
     from pipeline.openvino_export import export
@@ -97,7 +97,8 @@ def train(args) -> None:
                               for c in dataset.captions[n]], args.min_count)
     log.info("%d train / %d dev images, vocabulary of %d tokens", len(train_names), len(dev_names), len(vocab))
 
-    encoder = KerasEncoder(args.backbone_weights)
+    architecture = DECODERS[args.architecture].trained_from
+    encoder = KerasEncoder(args.backbone_weights, DECODERS[args.architecture].pooling(architecture))
     exported, feature_encoder = None, encoder
     if args.features_from == "exported":
         out.mkdir(parents=True, exist_ok=True)
@@ -111,7 +112,7 @@ def train(args) -> None:
     train_ds = make_dataset(train_features, train_index, train_seqs, args.batch_size, shuffle=True, seed=args.seed)
     dev_ds = make_dataset(dev_features, dev_index, dev_seqs, args.batch_size, shuffle=False)
 
-    config = make_config(len(vocab), args.max_words + 1, encoder.fingerprint, DECODERS[args.architecture].trained_from)
+    config = make_config(len(vocab), args.max_words + 1, encoder.fingerprint, architecture)
     model = build_keras_decoder(config)
     model.compile(optimizer=keras.optimizers.Adam(args.learning_rate),
                   loss=masked_loss, metrics=[masked_accuracy])
@@ -148,7 +149,7 @@ def train(args) -> None:
         "remove_stop_words": args.remove_stop_words, "seed": args.seed, "features": feature_encoder.name,
         "train_seconds": round(sum(r.get("seconds", 0) for r in history), 1),
         "wall_seconds_this_run": round(time.time() - started, 1)}
-    config["familiarity"] = write_familiarity(out, Familiarity.fit(train_features, dev_features))
+    config["familiarity"] = write_familiarity(out, Familiarity.fit(pooled(train_features), pooled(dev_features)))
     save_artifact(out, model, vocab, config)
     if not args.no_export:  # the app serves the exported encoder; without one it needs TensorFlow
         log.info("exporting the encoder for serving (OpenVINO)")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .decoder import ARCHITECTURE, DECODERS
+from .decoder import ARCHITECTURE, DECODERS, decoder_pooling
 from .encoder import BACKBONE, FEATURE_DIM, IMAGE_SIZE, PREPROCESSING
 from .encoder_runtimes import ENCODER_RUNTIMES, EXPORTED_RUNTIMES
 from .familiarity import Familiarity
@@ -58,6 +58,7 @@ WEIGHTS_DTYPES = ("float32", "float16")
 # Bounds that keep a corrupt or hostile config.json from asking for absurd allocations; the
 # largest real values are far below (Flickr8k: 2,536 words, 31 tokens, 256 units).
 LIMITS = {"vocab_size": (5, 200_000), "max_length": (2, 200), "units": (1, 4096), "embedding_dim": (1, 4096),
+          "attention_dim": (1, 4096),
           "feature_dim": (1, 65_536), "image_size": (32, 1024), "float32_blocks": (0, 64)}
 
 
@@ -203,6 +204,9 @@ def read_config(folder: Path) -> dict:
         encoder.get(key, str)
     encoder.get("feature_dim")
     encoder.get("image_size")
+    if encoder.value.get("pooling", "avg") != decoder_pooling(config["architecture"]):
+        raise encoder.error(f"pooling must be {decoder_pooling(config['architecture'])!r}, what the "
+                            f"{name} decoder reads, got {encoder.value.get('pooling')!r}")
     if "exported" in config["encoder"]:
         exported = encoder.section("exported")
         for key in ("runtime", "sha256", "precision"):
@@ -216,6 +220,9 @@ def read_config(folder: Path) -> dict:
                 raise ArtifactError(f"{path}: encoder.exported.weight_files names {name!r}, not a file "
                                     f"{ENCODER_WEIGHTS_PATTERN}")
         ENCODER_RUNTIMES[exported.value["runtime"]].check_export(exported)
+        if exported.value.get("pooling", "avg") != config["encoder"].get("pooling", "avg"):
+            raise exported.error(f"pooling {exported.value.get('pooling', 'avg')!r} is not the encoder's "
+                                 f"{config['encoder'].get('pooling', 'avg')!r}: the export gives other features")
     if config.get("weights_dtype", "float32") not in WEIGHTS_DTYPES:
         raise ArtifactError(f"{path}: weights_dtype {config['weights_dtype']!r} is not one of {', '.join(WEIGHTS_DTYPES)}")
     if "familiarity" in config:
@@ -316,7 +323,7 @@ def make_config(vocab_size: int, max_length: int, backbone_fingerprint: str, arc
         "architecture": dict(architecture),
         "vocab_size": vocab_size,
         "max_length": max_length,
-        "encoder": {"backbone": BACKBONE, "image_size": IMAGE_SIZE, "pooling": "avg",
+        "encoder": {"backbone": BACKBONE, "image_size": IMAGE_SIZE, "pooling": decoder_pooling(architecture),
                     "feature_dim": FEATURE_DIM, "preprocessing": PREPROCESSING,
                     "weights_fingerprint": backbone_fingerprint},
         "versions": {"keras": keras.__version__, "tensorflow": tf.__version__},

@@ -2,7 +2,9 @@
 
 `step(tokens, state) -> (log_probs, state)`: tokens (N,), log_probs (N, V), state a tuple of
 arrays whose first axis is N. The search keeps `beam_size` rows per input and reorders the state
-rows to follow the surviving beams.
+rows to follow the surviving beams. A traced search's step also returns what each row's next word
+was chosen with (N, ...): an attention decoder's weights over the image's regions, which each
+hypothesis then carries word by word.
 """
 from dataclasses import dataclass
 
@@ -42,17 +44,19 @@ class FluencyRules:
 class Hypothesis:
     tokens: tuple[int, ...]  # without the start token, with the end token if it finished
     log_prob: float
+    trace: tuple = ()  # a traced search's: what each of the tokens was chosen with
 
 
 def beam_search(step, state, batch_size: int, start_id: int, end_id: int, beam_size: int = DEFAULT_BEAM_SIZE,
                 max_length: int = 30, n_best: int = 1, banned_ids=(), min_length: int = 1,
-                rules: FluencyRules | None = None) -> list[list[Hypothesis]]:
+                rules: FluencyRules | None = None, traced: bool = False) -> list[list[Hypothesis]]:
     """The `n_best` most probable captions of each of `batch_size` inputs, best first.
 
     A caption is finished by the end token; one still open after `max_length` words is returned
     as it stands. Tokens in `banned_ids` (pad, start, unknown) are never generated, and the end
     token not before `min_length` words: a model that has learnt little would otherwise often end
-    at once, and an empty caption is no answer. `rules` rule out disfluent continuations.
+    at once, and an empty caption is no answer. `rules` rule out disfluent continuations. `traced`:
+    `step` returns a third value, kept in each hypothesis' trace.
     """
     if not 1 <= beam_size <= MAX_BEAM_SIZE:
         raise ValueError(f"beam_size must be between 1 and {MAX_BEAM_SIZE}, got {beam_size}")
@@ -67,12 +71,13 @@ def beam_search(step, state, batch_size: int, start_id: int, end_id: int, beam_s
     scores = np.full((batch_size, k), -np.inf)
     scores[:, 0] = 0.0  # one live beam per input at first, so the k beams do not start as copies
     histories = [[()] * k for _ in range(batch_size)]
+    traces = [[()] * k for _ in range(batch_size)]
     finished: list[list[Hypothesis]] = [[] for _ in range(batch_size)]
     done = np.zeros(batch_size, bool)
     banned = list(banned_ids)
 
     for length in range(1, max_length + 1):
-        log_probs, state = step(tokens, state)
+        log_probs, state, *chosen_with = step(tokens, state)
         log_probs = np.array(log_probs, np.float64)
         log_probs[:, banned] = -np.inf
         if length <= min_length:
@@ -91,6 +96,7 @@ def beam_search(step, state, batch_size: int, start_id: int, end_id: int, beam_s
         new_tokens = np.full((batch_size, k), end_id, np.int64)
         new_scores = np.full((batch_size, k), -np.inf)
         new_histories = [[()] * k for _ in range(batch_size)]
+        new_traces = [[()] * k for _ in range(batch_size)]
         for b in range(batch_size):
             if done[b]:
                 continue
@@ -101,11 +107,12 @@ def beam_search(step, state, batch_size: int, start_id: int, end_id: int, beam_s
                     break
                 beam, word = divmod(int(flat), vocab)
                 history = histories[b][beam] + (word,)
+                trace = traces[b][beam] + (chosen_with[0][b * k + beam],) if traced else ()
                 if word == end_id:
-                    finished[b].append(Hypothesis(history, float(score)))
+                    finished[b].append(Hypothesis(history, float(score), trace))
                 else:
                     parents[b, live], new_tokens[b, live], new_scores[b, live] = beam, word, score
-                    new_histories[b][live] = history
+                    new_histories[b][live], new_traces[b][live] = history, trace
                     live += 1
             finished[b].sort(key=lambda h: -h.log_prob)
             # scores only fall as captions grow, so no open beam can beat n_best finished ones
@@ -114,12 +121,12 @@ def beam_search(step, state, batch_size: int, start_id: int, end_id: int, beam_s
         if done.all():
             break
         state = tuple(s[(np.arange(batch_size)[:, None] * k + parents).ravel()] for s in state)
-        tokens, scores, histories = new_tokens.ravel(), new_scores, new_histories
+        tokens, scores, histories, traces = new_tokens.ravel(), new_scores, new_histories, new_traces
 
     results = []
     for b in range(batch_size):
         if not done[b]:  # out of length: open beams compete as they stand
-            finished[b] += [Hypothesis(histories[b][i], float(scores[b, i]))
+            finished[b] += [Hypothesis(histories[b][i], float(scores[b, i]), traces[b][i])
                             for i in range(k) if scores[b, i] > -np.inf]
             finished[b].sort(key=lambda h: -h.log_prob)
         results.append(finished[b][:n_best])

@@ -16,7 +16,7 @@ from .artifact import (CONFIG_FILE, WEIGHTS_FILE, ArtifactError, decoder_values,
                        read_config, read_familiarity, read_keras_weights, read_vocab)
 from .beam_search import DEFAULT_BEAM_SIZE, FluencyRules, beam_search
 from .decoder import Steps, decoder_steps
-from .encoder import BACKBONE, PixelEncoder
+from .encoder import BACKBONE, PixelEncoder, pooled
 from .encoder_runtimes import ENCODER_RUNTIMES
 from .familiarity import Familiarity
 from .images import ImageError, load_image, to_model_input
@@ -33,7 +33,7 @@ def keras_encoder(folder: Path, config: dict, backbone_weights: str | None) -> P
     """The Keras backbone (TensorFlow): what the decoder was trained on."""
     from .encoder import KerasEncoder
     try:
-        return KerasEncoder(backbone_weights)
+        return KerasEncoder(backbone_weights, config["encoder"].get("pooling", "avg"))
     except ImportError:
         raise
     except Exception as error:  # Keras raises a bare Exception when its download fails
@@ -85,8 +85,12 @@ def load_artifact(folder: str | Path) -> tuple[Steps, Vocabulary, dict]:
 
 @dataclass(frozen=True)
 class Caption:
+    """A caption and its log-probability; from an attention decoder, also where it looked for each
+    word: `looked`, words x grid rows x grid columns of the weights the beam chose each word with
+    (each word's sum to 1)."""
     text: str
     log_prob: float
+    looked: np.ndarray | None = None
 
     @property
     def probability(self) -> float:
@@ -118,14 +122,29 @@ def fluency_rules(vocab: Vocabulary) -> FluencyRules:
     return FluencyRules(no_end_after=frozenset(vocab.index[w] for w in FUNCTION_WORDS if w in vocab.index))
 
 
+def looks_at_regions(steps: Steps) -> bool:
+    """Whether the decoder attends to a grid of regions, so that its captions carry where it looked."""
+    return hasattr(steps, "attended_step")
+
+
 def decode(steps: Steps, vocab: Vocabulary, features: np.ndarray, beam_size: int, max_length: int,
            n_best: int = 1, fluent: bool = True) -> list[list[Caption]]:
-    """The n-best captions of each feature row; `fluent` applies fluency_rules (False: the model's own)."""
-    results = beam_search(steps.step, steps.initial_state(features), len(features), vocab.start_id,
-                          vocab.end_id, beam_size, max_length, n_best,
+    """The n-best captions of each feature row; `fluent` applies fluency_rules (False: the model's own).
+    An attention decoder's captions carry the weights the search chose each word with: no second pass."""
+    traced = looks_at_regions(steps)
+    results = beam_search(steps.attended_step if traced else steps.step, steps.initial_state(features),
+                          len(features), vocab.start_id, vocab.end_id, beam_size, max_length, n_best,
                           banned_ids=(vocab.pad_id, vocab.start_id, vocab.unk_id),
-                          rules=fluency_rules(vocab) if fluent else None)
-    return [[Caption(vocab.decode(h.tokens), h.log_prob) for h in hyps] for hyps in results]
+                          rules=fluency_rules(vocab) if fluent else None, traced=traced)
+    return [[Caption(vocab.decode(h.tokens), h.log_prob, attention_maps(h, vocab.end_id) if traced else None)
+             for h in hyps] for hyps in results]
+
+
+def attention_maps(hypothesis, end_id: int) -> np.ndarray:
+    """A traced hypothesis' weights for each word (not its end), as square grids."""
+    weights = np.array([w for token, w in zip(hypothesis.tokens, hypothesis.trace) if token != end_id], np.float32)
+    side = math.isqrt(weights.shape[1]) if len(weights) else 0
+    return weights.reshape(len(weights), side, side)
 
 
 def preprocess(source, image_size: int) -> np.ndarray | Failure:
@@ -178,6 +197,11 @@ class Captioner:
         image_encoder = image_encoder or load_image_encoder(Path(folder), config, encoder, backbone_weights)
         return cls(steps, vocab, config, image_encoder, read_familiarity(Path(folder), config))
 
+    @property
+    def looks_at_regions(self) -> bool:
+        """Whether its captions carry where the decoder looked for each word (Caption.looked)."""
+        return looks_at_regions(self.steps)
+
     def warm_up(self) -> None:
         """Caption a blank photo once: runtimes set up their kernels on the first pass (OpenVINO's
         bf16 encoder took 0.13 s, then 0.07 s), which would otherwise slow the first request."""
@@ -210,7 +234,7 @@ class Captioner:
             return [Description(best[0].text, best, None, False) for best in captions]
         threshold = self.config["familiarity"]["unfamiliar_below"]
         return [Description(best[0].text, best, float(f), bool(f < threshold))
-                for best, f in zip(captions, self.familiarity(features))]
+                for best, f in zip(captions, self.familiarity(pooled(features)))]
 
     def describe_batch(self, loaded: list[np.ndarray | Failure], beam_size: int = DEFAULT_BEAM_SIZE,
                        n_best: int = 1, features: np.ndarray | None = None) -> list[Description | Failure]:

@@ -1,7 +1,8 @@
 """The decoders a model folder may hold, by the name its config.json gives (DECODERS).
 
 merge-lstm: image features and an LSTM over the words meet in an add, then a softmax.
-ensemble: several merge-lstm members whose next-word distributions are averaged (ENSEMBLE_MEANS).
+attention-lstm: the LSTM's state weighs Xception's grid of regions for each word (pipeline/attention.py).
+ensemble: several members whose next-word distributions are averaged (ENSEMBLE_MEANS).
 
 Training runs the whole caption at once (teacher forcing). Inference splits the same layers into
 an image step (features -> image projection, run once) and a word step that carries the LSTM
@@ -14,7 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .encoder import FEATURE_DIM
+from . import attention
+from .encoder import FEATURE_DIM, pooled
+from .numpy_layers import log_softmax, lstm_cell, rows_times
 
 ARCHITECTURE = {"name": "merge-lstm", "units": 256, "embedding_dim": 256, "dropout": 0.5}
 # How an ensemble averages its members' next-word distributions (config.json's architecture.mean):
@@ -85,19 +88,6 @@ def layer_weights(model) -> dict[str, list[np.ndarray]]:
     return {layer.name: [w.numpy() for w in layer.weights] for layer in model.layers if layer.weights}
 
 
-def rows_times(rows: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """rows @ kernel. OpenBLAS multiplies 2-4 rows by a large matrix at about half the speed of
-    one row at a time (beam 3's rows by the 256x2536 output kernel: 0.21 ms as one product, 0.10 ms
-    row by row, on an EPYC Zen 4 core), so a few rows go one by one (a stack of 1-row products)."""
-    return (rows[:, None, :] @ kernel)[:, 0] if 1 < len(rows) <= 4 else rows @ kernel
-
-
-def log_softmax(x: np.ndarray) -> np.ndarray:
-    """Log-probabilities from the last axis' logits (its largest taken out first: exp never overflows)."""
-    x = x - x.max(axis=-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
-
-
 class DecoderSteps:
     """The trained decoder's layers as an image step and a word step, computed with NumPy.
 
@@ -133,17 +123,15 @@ class DecoderSteps:
         self._logits_kernel, self._logits_bias = weights["word_logits"]
 
     def initial_state(self, features: np.ndarray) -> tuple[np.ndarray, ...]:
-        image = np.maximum(np.asarray(features, np.float32) @ self._image_kernel + self._image_bias, 0)
+        """From pooled features, or a grid's (pooled: its mean), as an ensemble with attention members reads."""
+        image = np.maximum(np.asarray(pooled(features), np.float32) @ self._image_kernel + self._image_bias, 0)
         zeros = np.zeros_like(image)
         return image, zeros, zeros.copy()
 
     def step(self, tokens: np.ndarray, state: tuple[np.ndarray, ...]):
         """Log-probabilities of the next word for each row, and the new state."""
         image, h, c = state
-        # Keras' LSTM cell: gates i, f, candidate, o; sigmoid(x) = (1 + tanh(x / 2)) / 2 never overflows
-        i, f, g, o = np.split(self._word_gates[np.asarray(tokens)] + rows_times(h, self._recurrent_kernel), 4, axis=1)
-        c = (1 + np.tanh(f / 2)) / 2 * c + (1 + np.tanh(i / 2)) / 2 * np.tanh(g)
-        h = (1 + np.tanh(o / 2)) / 2 * np.tanh(c)
+        h, c = lstm_cell(self._word_gates[np.asarray(tokens)] + rows_times(h, self._recurrent_kernel), c)
         merged = np.maximum((image + h) @ self._merge_kernel + self._merge_bias, 0)
         return log_softmax(rows_times(merged, self._logits_kernel) + self._logits_bias), (image, h, c)
 
@@ -175,7 +163,7 @@ class EnsembleSteps:
         return top + np.log(np.exp(stacked - top).mean(axis=0)), tuple(new_state)
 
 
-Steps = DecoderSteps | EnsembleSteps  # what beam search and sampling drive: initial_state and step
+Steps = DecoderSteps | attention.AttentionSteps | EnsembleSteps  # what beam search and sampling drive: initial_state and step
 
 
 def merge_lstm_steps(weights: dict, config: dict) -> DecoderSteps:
@@ -246,6 +234,7 @@ class Decoder:
       values_in_memory: the float32 values it holds while captioning (the model folder's budget,
         checked before its files are read);
       describe: one phrase for the model card, from the architecture;
+      pooling: the encoder output it reads (encoder.POOLINGS), from the architecture;
       trained_from: the architecture train.py --architecture starts from, or None for one made of
         trained decoders (ensemble.py)."""
     build: Callable[[dict], object]
@@ -253,6 +242,7 @@ class Decoder:
     check: Callable[[object], None]
     values_in_memory: Callable[[dict], int]
     describe: Callable[[dict], str]
+    pooling: Callable[[dict], str] = lambda architecture: "avg"
     trained_from: dict | None = None
 
 
@@ -262,6 +252,10 @@ DECODERS = {
     "merge-lstm": Decoder(build_merge_lstm, merge_lstm_steps, check_merge_lstm,
                           lambda config: merge_lstm_values(config["architecture"], config), describe_merge_lstm,
                           trained_from=ARCHITECTURE),
+    attention.NAME: Decoder(attention.build, attention.AttentionSteps, attention.check,
+                            lambda config: attention.values_in_memory(config["architecture"], config),
+                            attention.describe, pooling=lambda architecture: "grid",
+                            trained_from=attention.ARCHITECTURE),
     "ensemble": Decoder(build_ensemble_from, ensemble_steps, check_ensemble,
                         lambda config: sum(merge_lstm_values(m, config) for m in config["architecture"]["members"]),
                         describe_ensemble),
@@ -272,6 +266,11 @@ TRAINABLE = tuple(name for name, decoder in DECODERS.items() if decoder.trained_
 def decoder_steps(weights: dict, config: dict):
     """The NumPy steps of the decoder that config.json names, on its weights (layer_weights or the file's)."""
     return DECODERS[config["architecture"]["name"]].steps(weights, config)
+
+
+def decoder_pooling(architecture: dict) -> str:
+    """The encoder output (encoder.POOLINGS) that the decoder config.json names reads."""
+    return DECODERS[architecture["name"]].pooling(architecture)
 
 
 def build_keras(config: dict):

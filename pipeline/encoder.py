@@ -1,7 +1,7 @@
-"""Image encoders: pixels in, a feature vector out.
+"""Image encoders: pixels in, features out (one vector, or a grid of regions: POOLINGS).
 
 `PixelEncoder` holds what every encoder runtime shares (decoding images, batching); `KerasEncoder`
-is the Keras Xception (no top, average pooling) that training extracts features with and that
+is the Keras Xception (no top) that training extracts features with and that
 export_encoder.py exports. TensorFlow is imported only when a KerasEncoder is built. The runtimes,
 by name, are in pipeline/encoder_runtimes.py.
 """
@@ -21,6 +21,11 @@ log = logging.getLogger(__name__)
 BACKBONE = "xception"
 IMAGE_SIZE = 299
 FEATURE_DIM = 2048
+# What an encoder gives per image. Xception's last feature map at IMAGE_SIZE is 10x10 regions of
+# FEATURE_DIM values: "avg" pools it to one vector (the merge decoder's input), "grid" keeps the
+# regions (attention's), whose mean is that vector, so one pass serves both.
+POOLINGS = ("avg", "grid")
+GRID_REGIONS = 100
 BACKBONE_WEIGHTS_ENV = "CAPTION_BACKBONE_WEIGHTS"
 PREPROCESSING = "pil-bicubic-299+xception.preprocess_input"  # part of the cache key
 RUNTIME = "keras"
@@ -52,9 +57,11 @@ class PixelEncoder:
     fingerprint: str
     name: str
     source: str
+    pooling: str = "avg"
 
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        """(N, IMAGE_SIZE, IMAGE_SIZE, 3) uint8 RGB -> (N, FEATURE_DIM) float32."""
+        """(N, IMAGE_SIZE, IMAGE_SIZE, 3) uint8 RGB -> float32 (N, FEATURE_DIM), or with pooling
+        "grid" (N, GRID_REGIONS, FEATURE_DIM)."""
         raise NotImplementedError
 
     def cache_key(self) -> str:
@@ -70,12 +77,23 @@ class PixelEncoder:
         raise NotImplementedError
 
     def encode(self, images, batch_size: int = 32) -> np.ndarray:
-        """Features (N, 2048) for images given as paths, bytes, PIL images or arrays."""
+        """Features (encode_pixels') for images given as paths, bytes, PIL images or arrays."""
         out = []
         for i in range(0, len(images), batch_size):
             pixels = np.stack([to_model_input(load_image(im), IMAGE_SIZE) for im in images[i:i + batch_size]])
             out.append(self.encode_pixels(pixels))
-        return np.concatenate(out) if out else np.zeros((0, FEATURE_DIM), np.float32)
+        return np.concatenate(out) if out else np.zeros((0, *feature_shape(self.pooling)), np.float32)
+
+
+def feature_shape(pooling: str) -> tuple[int, ...]:
+    return (GRID_REGIONS, FEATURE_DIM) if pooling == "grid" else (FEATURE_DIM,)
+
+
+def pooled(features: np.ndarray) -> np.ndarray:
+    """One vector per image, whichever POOLINGS gave `features`: a grid's mean over its regions is
+    Xception's average pooling."""
+    features = np.asarray(features)
+    return features.mean(axis=1, dtype=np.float32) if features.ndim == 3 else features
 
 
 def cache_key(**spec) -> str:
@@ -85,22 +103,26 @@ def cache_key(**spec) -> str:
 
 
 class KerasEncoder(PixelEncoder):
-    """Keras' Xception features for batches of images, compiled once as a tf.function."""
+    """Keras' Xception features for batches of images, compiled once as a tf.function; `pooling`
+    one of POOLINGS."""
     name = "keras float32"
 
-    def __init__(self, weights: str | None = None):
+    def __init__(self, weights: str | None = None, pooling: str = "avg"):
         import keras
         import tensorflow as tf
 
-        self.source = resolve_backbone_weights(weights)
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.source, self.pooling = resolve_backbone_weights(weights), pooling
         if self.source == "none":
             keras.utils.set_random_seed(0)  # the same random backbone every time, so its cache stays valid
         log.info("building %s backbone (weights: %s)", BACKBONE, self.source)
         self.model = keras.applications.Xception(
-            include_top=False, pooling="avg", input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3),
+            include_top=False, pooling="avg" if pooling == "avg" else None, input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3),
             weights=None if self.source == "none" else self.source)
-        preprocess, model = keras.applications.xception.preprocess_input, self.model
-        self._forward = lambda pixels: model(preprocess(tf.cast(pixels, tf.float32)), training=False)
+        preprocess, model, shape = keras.applications.xception.preprocess_input, self.model, feature_shape(pooling)
+        self._forward = lambda pixels: tf.reshape(model(preprocess(tf.cast(pixels, tf.float32)), training=False),
+                                                  (-1, *shape))
         self._signature = [tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 3], tf.uint8, name="pixels")]
         # Eager Keras calls cost about twice the graph's time on CPU; the fixed signature traces once,
         # and the concrete function is called directly: no argument binding per call.
@@ -129,11 +151,12 @@ class KerasEncoder(PixelEncoder):
         return digest.hexdigest()[:16]
 
     def cache_key(self) -> str:
-        return cache_key(backbone=BACKBONE, weights=self.fingerprint)
+        grid = {"pooling": "grid"} if self.pooling == "grid" else {}  # the pooled caches' keys stay as they were
+        return cache_key(backbone=BACKBONE, weights=self.fingerprint, **grid)
 
     def spec(self) -> dict:
-        return {"runtime": RUNTIME, "backbone_weights": self.source}
+        return {"runtime": RUNTIME, "backbone_weights": self.source, "pooling": self.pooling}
 
     @classmethod
     def from_spec(cls, spec: dict) -> "KerasEncoder":
-        return cls(spec["backbone_weights"])
+        return cls(spec["backbone_weights"], spec.get("pooling", "avg"))

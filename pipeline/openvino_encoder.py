@@ -57,6 +57,7 @@ class OpenVINOEncoder(PixelEncoder):
             log.info("this CPU has no native bfloat16: the encoder runs in float32")
             self.precision, float32_blocks = "f32", 0
         self.fingerprint, self._sha256, self.source = backbone_fingerprint, exported["sha256"], str(files[0].parent)
+        self.pooling = exported.get("pooling", "avg")
         self._files, self._exported = files, exported
         self.plan = f"{self.precision}, the first {float32_blocks} blocks in f32" if float32_blocks else self.precision
         self.name = f"openvino, {exported.get('weights', 'float32')} weights, {self.plan} compute"

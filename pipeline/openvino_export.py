@@ -63,7 +63,7 @@ def export(keras_encoder, folder: str | Path, weights: str = DEFAULT_WEIGHTS, pr
             old.unlink()
         for name in (ENCODER_GRAPH_FILE, *weight_files):
             shutil.move(f"{tmp}/{name}", folder / name)
-    return {"runtime": RUNTIME, "weights": weights, "precision": precision,
+    return {"runtime": RUNTIME, "weights": weights, "precision": precision, "pooling": keras_encoder.pooling,
             "float32_blocks": float32_blocks if precision == "bf16" else 0, "weight_files": weight_files,
             "sha256": sha256_of(*(folder / name for name in (ENCODER_GRAPH_FILE, *weight_files))),
             "openvino": ov.get_version().split("-")[0], "nncf": nncf.__version__}

@@ -43,7 +43,7 @@ def make_dataset(features: np.ndarray, image_index: np.ndarray, sequences: np.nd
     Most captions are far shorter than the longest, so batching similar lengths together saves
     most of the work an LSTM and a vocabulary-wide softmax would spend on padding.
     """
-    features = tf.constant(features, tf.float32)
+    features = tf.constant(features)  # as given: a grid stays float16 (Flickr8k's training split: 2.5 GB, not 5)
     ds = tf.data.Dataset.from_tensor_slices((image_index, sequences))
     if shuffle:
         ds = ds.shuffle(len(sequences), seed=seed, reshuffle_each_iteration=True)
@@ -54,7 +54,7 @@ def make_dataset(features: np.ndarray, image_index: np.ndarray, sequences: np.nd
     def to_example(index, sequence):
         length = tf.reduce_max(tf.reduce_sum(tf.cast(sequence != 0, tf.int32), axis=1))
         sequence = sequence[:, :length]
-        return {"features": tf.gather(features, index), "words": sequence[:, :-1]}, sequence[:, 1:]
+        return {"features": tf.cast(tf.gather(features, index), tf.float32), "words": sequence[:, :-1]}, sequence[:, 1:]
 
     return ds.map(to_example, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 

@@ -102,6 +102,35 @@ def tiny_model(tmp_path_factory, random_encoder):
 
 
 @pytest.fixture(scope="session")
+def random_grid_encoder():
+    """`random_encoder`'s Xception (the same seed, so the same fingerprint), giving its grid of regions."""
+    from pipeline.encoder import KerasEncoder
+    return KerasEncoder("none", pooling="grid")
+
+
+@pytest.fixture(scope="session")
+def tiny_attention_model(tmp_path_factory, random_grid_encoder):
+    """A small untrained attention-lstm model folder (with `random_grid_encoder`): its captions carry heat maps."""
+    from pipeline import attention
+    from pipeline.artifact import build_keras_decoder, make_config, save_artifact
+    from pipeline.vocab import SPECIALS, Vocabulary
+
+    vocab = Vocabulary(list(SPECIALS) + "a dog man runs on the grass in water".split())
+    config = make_config(len(vocab), 6, random_grid_encoder.fingerprint,
+                         {**attention.ARCHITECTURE, "units": 16, "embedding_dim": 8, "attention_dim": 8, "dropout": 0.0})
+    model = build_keras_decoder(config)
+    logits = model.get_layer("word_logits")  # as tiny_model's: captions that do not end at once
+    logits.bias.assign(np.where(np.arange(len(vocab)) == vocab.end_id, -20.0, 0.0).astype("float32"))
+    # the random backbone's activations are about 1e-5, so the regions would be weighed alike:
+    # magnify them, and sharpen the weights, so that the model looks somewhere
+    projection = model.get_layer("region_projection")
+    projection.kernel.assign(projection.kernel * 1e5)
+    score = model.get_layer("attention_score")
+    score.kernel.assign(score.kernel * 10.0)
+    return save_artifact(tmp_path_factory.mktemp("tiny_attention_model"), model, vocab, config)
+
+
+@pytest.fixture(scope="session")
 def exported_model(tmp_path_factory, tiny_model, random_encoder):
     """`tiny_model` with its encoder exported in float32 (OpenVINO): the Keras path's features, no TensorFlow."""
     import shutil
@@ -128,6 +157,18 @@ def app_url(tiny_model, random_encoder):
     demo = app.build_demo(Captioner.from_pretrained(tiny_model, image_encoder=random_encoder),
                           ModelLocation(tiny_model).describe())
     _, url, _ = app.serve(demo, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
+    yield url
+    demo.close()
+
+
+@pytest.fixture(scope="session")
+def attention_app_url(tiny_attention_model, random_grid_encoder):
+    """The Gradio app with the tiny attention model: the page shows where it looked."""
+    import app
+    from pipeline import Captioner
+
+    demo = app.build_demo(Captioner.from_pretrained(tiny_attention_model, image_encoder=random_grid_encoder))
+    _, url, _ = app.serve(demo, "127.0.0.1", free_port(), prevent_thread_lock=True, quiet=True)
     yield url
     demo.close()
 
@@ -170,8 +211,8 @@ def ray_cluster(tmp_path_factory):
         for node in reversed(nodes):
             stop_group(node.pid, signal.SIGTERM)
         for node in reversed(nodes):
-            try:
-                node.wait(timeout=90)
+            try:  # a node given longer than this took 30 s more to end, with nothing left to save
+                node.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 stop_group(node.pid, signal.SIGKILL)
         shutil.rmtree(ray_temp, ignore_errors=True)

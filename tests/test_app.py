@@ -133,6 +133,7 @@ class GatedCaptioner:
     def __init__(self, captioner: Captioner):
         self.captioner, self.gate, self.entered = captioner, threading.Event(), threading.Event()
         self.lock, self.running, self.most_at_once = threading.Lock(), 0, 0
+        self.looks_at_regions = captioner.looks_at_regions
 
     def describe(self, *args, **kwargs):
         with self.lock:
@@ -556,3 +557,47 @@ def test_the_api_page_offers_no_link_for_a_photo(app_url):
         assert "http" not in described and "url or base64" not in described.lower(), name
         assert "handle_file('photo.jpg')" in snippets["python"] and "http" not in snippets["python"].split(
             "Client(", 1)[1].split("\n", 1)[1], name
+
+
+def test_where_it_looked_has_its_own_endpoint_and_caption_stays_as_it_was(attention_app_url):
+    """With an attention model: /caption answers as it always has (caption, best), and
+    /where_it_looked gives each word of the same caption its weights over the 10x10 regions."""
+    client = Client(attention_app_url, verbose=False)
+    text, table = client.predict(handle_file(str(EXAMPLES[0])), 3, api_name="/caption")
+    assert text.strip() and table["data"][0][0] == text
+    looked = client.predict(handle_file(str(EXAMPLES[0])), 3, api_name="/where_it_looked")
+    assert looked["caption"] == text and looked["words"] == text.split()
+    weights = np.array(looked["weights"])
+    assert weights.shape == (len(looked["words"]), 10, 10)
+    np.testing.assert_allclose(weights.sum(axis=(1, 2)), 1, atol=1e-3)
+
+
+def test_a_model_without_attention_says_it_cannot_show_where_it_looked(client):
+    with pytest.raises(AppError, match="reads the photo as a whole"):
+        client.predict(handle_file(str(EXAMPLES[0])), 3, api_name="/where_it_looked")
+
+
+def test_the_spotlight_follows_each_word(tiny_attention_model, random_grid_encoder):
+    """The page's picture for a word: the shown photo (at most SHOWN_SIDE), brightest in the cells
+    the word's weights are heaviest in, dimmed to a quarter where they are nil."""
+    from serving.heatmaps import SHOWN_SIDE, heat_map, shown_photo, spotlight, word_choices
+
+    captioner = Captioner.from_pretrained(tiny_attention_model, image_encoder=random_grid_encoder)
+    photo = EXAMPLES[0].read_bytes()
+    best = captioner.describe(photo).n_best[0]
+    shown = shown_photo(photo)
+    assert shown.shape == (224, 224, 3)  # the example as it is: never enlarged
+    large = io.BytesIO()
+    Image.new("RGB", (1000, 500)).save(large, "PNG")
+    assert shown_photo(large.getvalue()).shape == (SHOWN_SIDE // 2, SHOWN_SIDE, 3)
+    assert word_choices(best) == [f"{i}. {w}" for i, w in enumerate(best.text.split(), 1)]
+    for weights in best.looked:
+        light = heat_map(weights, *shown.shape[:2])
+        assert light.shape == shown.shape[:2] and light.min() >= 0 and light.max() == pytest.approx(1)
+        row, column = np.unravel_index(np.argmax(light), light.shape)
+        assert weights[row * 10 // shown.shape[0], column * 10 // shown.shape[1]] >= np.sort(weights, axis=None)[-4]
+        lit = spotlight(shown, weights)
+        np.testing.assert_allclose(lit, shown * (0.25 + 0.75 * light)[..., None], atol=1)
+    white = np.full((20, 20, 3), 255, np.uint8)
+    one_cell = np.zeros((10, 10)); one_cell[0, 0] = 1
+    assert spotlight(white, one_cell)[0, 0, 0] == 255 and spotlight(white, one_cell)[-1, -1, 0] == 63

@@ -4,6 +4,7 @@ import http.server
 import threading
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from gradio_client import Client, handle_file
@@ -84,6 +85,41 @@ def test_upload_an_example_and_read_the_caption(browser, app_url, tmp_path):
     caption_on_the_page(page, EXAMPLE, expected)
     page.screenshot(path=tmp_path / "captioned.png", full_page=True)
     assert (tmp_path / "captioned.png").stat().st_size > 0
+
+
+def test_the_page_shows_where_the_model_looked_for_each_word(browser, attention_app_url, app_url, tmp_path):
+    """With an attention model: a choice per word of the caption, and the photo lit where the model
+    looked for the chosen word (dimmed elsewhere), a new picture for another word. Without one, the
+    page says it cannot show this."""
+    import io
+
+    looked = Client(attention_app_url, verbose=False).predict(handle_file(str(EXAMPLE)), 3,
+                                                               api_name="/where_it_looked")
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.goto(attention_app_url)
+    caption_on_the_page(page, EXAMPLE, looked["caption"])
+    words = page.locator("#looked-word label")
+    expect(words).to_have_count(len(looked["words"]))
+    assert [words.nth(i).inner_text().strip() for i in range(len(looked["words"]))] == [
+        f"{i}. {w}" for i, w in enumerate(looked["words"], 1)]
+    lit = page.locator("#looked-photo img")
+    expect(lit).to_be_visible()
+    first = lit.get_attribute("src")
+    shot = tmp_path / "where-it-looked.png"
+    page.screenshot(path=shot, full_page=True)
+    shown = np.asarray(Image.open(io.BytesIO(httpx.get(first).content)).convert("RGB"), np.float32)
+    photo = np.asarray(Image.open(EXAMPLE).convert("RGB"), np.float32)
+    assert shown.shape == photo.shape
+    assert shown.mean() < 0.9 * photo.mean()  # dimmed where the model did not look
+    assert np.corrcoef(shown.ravel(), photo.ravel())[0, 1] > 0.5  # and it is the photo
+    assert np.mean(shown <= photo + 8) > 0.99  # lit, never brightened (the page's WebP copy is lossy)
+    words.nth(1).click()
+    expect(lit).not_to_have_attribute("src", first)
+    print(f"\nscreenshot of where it looked: {shot}")
+
+    plain = browser.new_page()
+    plain.goto(app_url)
+    expect(plain.get_by_text("cannot show where it looked")).to_be_visible()
 
 
 @pytest.mark.slow

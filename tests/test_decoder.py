@@ -197,7 +197,7 @@ def test_the_keras_ensemble_and_its_numpy_steps_agree(mean):
 
 @pytest.mark.parametrize("rows", range(1, 7))
 def test_rows_times_is_the_matrix_product_for_any_number_of_rows(rows):
-    from pipeline.decoder import rows_times
+    from pipeline.numpy_layers import rows_times
 
     rng = np.random.default_rng(rows)
     x, kernel = rng.normal(size=(rows, 16)).astype(np.float32), rng.normal(size=(16, 40)).astype(np.float32)
@@ -206,7 +206,7 @@ def test_rows_times_is_the_matrix_product_for_any_number_of_rows(rows):
 
 
 def test_log_softmax_of_large_logits_stays_finite():
-    from pipeline.decoder import log_softmax
+    from pipeline.numpy_layers import log_softmax
 
     out = log_softmax(np.array([[1000.0, 0.0, -1000.0], [3.0, 3.0, 3.0]]))
     np.testing.assert_allclose(out, [[0.0, -1000.0, -2000.0], [-np.log(3)] * 3])
