@@ -5,15 +5,16 @@
 The members must share the vocabulary, the caption length and the backbone (train.py runs on the
 same data with other seeds do). The folder written holds one decoder file with every member's
 layers (float16 by default: half the size, with 99.7% of the dev captions unchanged), and the
-exported encoder and familiarity calibration of the first member. It loads and
-serves like any model folder, and scst.py can fine-tune it as a whole.
+exported encoder and familiarity calibration of the first member, or of the first attention-lstm
+member where there is one: its encoder gives the grid of regions, which the merge members read as
+its mean. It loads and serves like any model folder, and scst.py can fine-tune it as a whole.
 """
 import argparse
 import logging
 from pathlib import Path
 
 from pipeline.artifact import MAX_FILE_BYTES, WEIGHTS_DTYPES, ArtifactError, read_config, read_vocab
-from pipeline.decoder import ENSEMBLE_MEANS
+from pipeline.decoder import ENSEMBLE_MEANS, MEMBER_STEPS, decoder_pooling
 from pipeline.cli import run_main
 
 log = logging.getLogger("ensemble")
@@ -21,7 +22,8 @@ log = logging.getLogger("ensemble")
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("members", nargs="+", type=Path, help="model folders (merge-lstm decoders) to join; at least 2")
+    p.add_argument("members", nargs="+", type=Path,
+                   help="model folders (merge-lstm or attention-lstm decoders) to join; at least 2")
     p.add_argument("--out", required=True, type=Path, help="ensemble model folder to write")
     p.add_argument("--mean", choices=ENSEMBLE_MEANS, default="geometric",
                    help="how the members' next-word distributions are averaged (default geometric: the "
@@ -45,7 +47,7 @@ def check_members(folders: list[Path]) -> list[dict]:
     configs = [read_config(folder) for folder in folders]
     first, vocab = configs[0], read_vocab(folders[0], configs[0]).tokens
     for folder, config in zip(folders, configs):
-        if config["architecture"]["name"] != "merge-lstm":
+        if config["architecture"]["name"] not in MEMBER_STEPS:
             raise ArtifactError(f"{folder}: a {config['architecture']['name']} decoder cannot be a member")
         for key in ("vocab_size", "max_length"):
             if config[key] != first[key]:
@@ -64,7 +66,9 @@ def main(argv=None):
     from pipeline.artifact import FORMAT_VERSION, copy_companion_files, load_keras_decoder, save_artifact
     from pipeline.decoder import build_keras, member_prefix
 
-    config = {**configs[0], "format_version": FORMAT_VERSION,
+    # the encoder (and its calibration) that serves every member: the grid, where one attends to it
+    base = next((i for i, c in enumerate(configs) if decoder_pooling(c["architecture"]) == "grid"), 0)
+    config = {**configs[base], "format_version": FORMAT_VERSION,
               "architecture": {"name": "ensemble", "mean": args.mean, "members": [c["architecture"] for c in configs]},
               "weights_dtype": args.weights_dtype,
               "training": {"ensemble_of": [{"folder": m.name, **c.get("training", {})}
@@ -74,8 +78,9 @@ def main(argv=None):
         for layer in load_keras_decoder(folder).layers:
             if layer.weights:
                 model.get_layer(member_prefix(i) + layer.name).set_weights(layer.get_weights())
-    copy_companion_files(args.members[0], args.out, config)
-    save_artifact(args.out, model, read_vocab(args.members[0], configs[0]), config)
+    config["encoder"] = {**config["encoder"], "pooling": decoder_pooling(config["architecture"])}
+    copy_companion_files(args.members[base], args.out, config)
+    save_artifact(args.out, model, read_vocab(args.members[base], configs[base]), config)
     log.info("saved the ensemble of %d decoders to %s", len(args.members), args.out)
 
 

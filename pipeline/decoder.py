@@ -64,17 +64,32 @@ def member_prefix(index: int) -> str:
     return f"member{index}_"
 
 
+def member_logits(features, words, vocab_size: int, member: dict, prefix: str):
+    """One ensemble member's word logits on the ensemble's inputs: a merge member reads a grid as
+    its mean (Xception's average pooling), an attention member the grid itself."""
+    import keras
+
+    if member["name"] == attention.NAME:
+        return attention.attention_layers(features, words, vocab_size, member["units"], member["embedding_dim"],
+                                          member["attention_dim"], member["dropout"], prefix)
+    if len(features.shape) == 3:
+        features = keras.ops.mean(features, axis=1)
+    return merge_layers(features, words, vocab_size, member["units"], member["embedding_dim"], member["dropout"],
+                        prefix)
+
+
 def build_ensemble(vocab_size: int, members: list[dict], feature_dim: int = FEATURE_DIM,
                    mean: str = FORMER_ENSEMBLE_MEAN):
     """Members side by side on the same inputs; the output is the log of their averaged distribution
-    (ENSEMBLE_MEANS), which a softmax (the losses', beam search's) turns back into that average."""
+    (ENSEMBLE_MEANS), which a softmax (the losses', beam search's) turns back into that average.
+    With an attention member the input is the grid, which the merge members read pooled."""
     import keras
 
-    features = keras.Input((feature_dim,), name="features")
+    grid = any(m["name"] == attention.NAME for m in members)
+    features = keras.Input((None, feature_dim) if grid else (feature_dim,), name="features")
     words = keras.Input((None,), dtype="int32", name="words")
     log_probs = keras.ops.stack([
-        keras.ops.log_softmax(merge_layers(features, words, vocab_size, m["units"], m["embedding_dim"], m["dropout"],
-                                           member_prefix(i)), axis=-1)
+        keras.ops.log_softmax(member_logits(features, words, vocab_size, m, member_prefix(i)), axis=-1)
         for i, m in enumerate(members)])
     if mean == "geometric":
         average = keras.ops.log_softmax(keras.ops.mean(log_probs, axis=0), axis=-1)
@@ -139,28 +154,46 @@ class DecoderSteps:
 class EnsembleSteps:
     """Several members' steps as one, whose next-word distribution is the average of theirs
     (`mean`, one of ENSEMBLE_MEANS); the average is itself a distribution, so beam search needs
-    no change."""
+    no change. With attention members, `attended_step` gives the mean of their weights."""
 
     def __init__(self, members: list, mean: str = FORMER_ENSEMBLE_MEAN):
         self.members, self.mean = members, mean
+        self._attending = [hasattr(member, "attended_step") for member in members]
+        if any(self._attending):
+            self.attended_step = self._attended_step
 
     def initial_state(self, features: np.ndarray) -> tuple[np.ndarray, ...]:
         states = [member.initial_state(features) for member in self.members]
         self._sizes = [len(state) for state in states]
         return tuple(array for state in states for array in state)
 
-    def step(self, tokens: np.ndarray, state: tuple[np.ndarray, ...]):
-        log_probs, new_state, start = [], [], 0
-        for member, size in zip(self.members, self._sizes):
-            member_log_probs, member_state = member.step(tokens, state[start:start + size])
+    def _members_step(self, tokens: np.ndarray, state: tuple[np.ndarray, ...]):
+        log_probs, new_state, weights, start = [], [], [], 0
+        for member, size, attending in zip(self.members, self._sizes, self._attending):
+            member_state = state[start:start + size]
+            if attending:
+                member_log_probs, member_state, member_weights = member.attended_step(tokens, member_state)
+                weights.append(member_weights)
+            else:
+                member_log_probs, member_state = member.step(tokens, member_state)
             log_probs.append(member_log_probs)
             new_state.extend(member_state)
             start += size
         stacked = np.stack(log_probs)
         if self.mean == "geometric":
-            return log_softmax(stacked.mean(axis=0)), tuple(new_state)
-        top = stacked.max(axis=0)
-        return top + np.log(np.exp(stacked - top).mean(axis=0)), tuple(new_state)
+            average = log_softmax(stacked.mean(axis=0))
+        else:
+            top = stacked.max(axis=0)
+            average = top + np.log(np.exp(stacked - top).mean(axis=0))
+        return average, tuple(new_state), weights
+
+    def step(self, tokens: np.ndarray, state: tuple[np.ndarray, ...]):
+        average, state, _ = self._members_step(tokens, state)
+        return average, state
+
+    def _attended_step(self, tokens: np.ndarray, state: tuple[np.ndarray, ...]):
+        average, state, weights = self._members_step(tokens, state)
+        return average, state, np.mean(weights, axis=0)
 
 
 Steps = DecoderSteps | attention.AttentionSteps | EnsembleSteps  # what beam search and sampling drive: initial_state and step
@@ -170,8 +203,11 @@ def merge_lstm_steps(weights: dict, config: dict) -> DecoderSteps:
     return DecoderSteps(weights, config)
 
 
+MEMBER_STEPS = {"merge-lstm": DecoderSteps, attention.NAME: attention.AttentionSteps}  # what an ensemble may hold
+
+
 def ensemble_steps(weights: dict, config: dict) -> EnsembleSteps:
-    return EnsembleSteps([DecoderSteps(weights, config, member, member_prefix(i))
+    return EnsembleSteps([MEMBER_STEPS[member["name"]](weights, config, member, member_prefix(i))
                           for i, member in enumerate(config["architecture"]["members"])],
                          ensemble_mean(config["architecture"]))
 
@@ -207,12 +243,22 @@ def check_merge_lstm(architecture) -> None:
 
 def check_ensemble(architecture) -> None:
     members = architecture.items("members")
-    if not members or not all(member.value.get("name") == "merge-lstm" for member in members):
-        raise architecture.error("members must list merge-lstm decoders")
+    if not members or not all(member.value.get("name") in MEMBER_STEPS for member in members):
+        raise architecture.error(f"members must list {' or '.join(MEMBER_STEPS)} decoders")
     for member in members:
-        check_merge_lstm(member)
+        DECODERS[member.value["name"]].check(member)
     if ensemble_mean(architecture.value) not in ENSEMBLE_MEANS:
         raise architecture.error(f"mean {architecture.value['mean']!r} is not one of {', '.join(ENSEMBLE_MEANS)}")
+
+
+def ensemble_values(config: dict) -> int:
+    return sum(DECODERS[m["name"]].values_in_memory({**config, "architecture": m})
+               for m in config["architecture"]["members"])
+
+
+def ensemble_pooling(architecture: dict) -> str:
+    """The grid when any member attends to it (the merge members read its mean), else the pooled vector."""
+    return "grid" if any(decoder_pooling(m) == "grid" for m in architecture["members"]) else "avg"
 
 
 def describe_merge_lstm(architecture: dict) -> str:
@@ -221,8 +267,11 @@ def describe_merge_lstm(architecture: dict) -> str:
 
 
 def describe_ensemble(architecture: dict) -> str:
-    return (f"an ensemble of {len(architecture['members'])} \"merge\" LSTM decoders, whose next-word "
-            f"distributions are averaged ({ensemble_mean(architecture)} mean)")
+    members = architecture["members"]
+    attending = sum(m["name"] == attention.NAME for m in members)
+    kinds = (f"{len(members) - attending} \"merge\" and {attending} attention LSTM decoders" if attending
+             else f"{len(members)} \"merge\" LSTM decoders")
+    return f"an ensemble of {kinds}, whose next-word distributions are averaged ({ensemble_mean(architecture)} mean)"
 
 
 @dataclass(frozen=True)
@@ -256,9 +305,8 @@ DECODERS = {
                             lambda config: attention.values_in_memory(config["architecture"], config),
                             attention.describe, pooling=lambda architecture: "grid",
                             trained_from=attention.ARCHITECTURE),
-    "ensemble": Decoder(build_ensemble_from, ensemble_steps, check_ensemble,
-                        lambda config: sum(merge_lstm_values(m, config) for m in config["architecture"]["members"]),
-                        describe_ensemble),
+    "ensemble": Decoder(build_ensemble_from, ensemble_steps, check_ensemble, ensemble_values, describe_ensemble,
+                        pooling=ensemble_pooling),
 }
 TRAINABLE = tuple(name for name, decoder in DECODERS.items() if decoder.trained_from is not None)
 

@@ -130,3 +130,46 @@ def test_pooled_features_are_refused_with_the_reason(overfit):
     model, _, grids, config, _ = overfit
     with pytest.raises(ValueError, match="grid of regions"):
         decoder_steps(layer_weights(model), config).initial_state(grids.mean(axis=1))
+
+
+def test_a_mixed_ensemble_steps_as_its_keras_model(overfit):
+    """A merge member (reading the grid's mean) beside an attention member: the NumPy ensemble's
+    next-word distribution matches the Keras ensemble's, and its weights are its attention member's."""
+    from pipeline.decoder import build_ensemble
+
+    _, vocab, grids, _, _ = overfit
+    keras.utils.set_random_seed(4)
+    members = [{"name": "merge-lstm", "units": 8, "embedding_dim": 6, "dropout": 0.0},
+               {"name": attention.NAME, "units": 8, "embedding_dim": 6, "attention_dim": 5, "dropout": 0.0}]
+    config = {"vocab_size": len(vocab), "architecture": {"name": "ensemble", "mean": "geometric", "members": members},
+              "encoder": {"feature_dim": FEATURES}}
+    model = build_ensemble(len(vocab), members, FEATURES, "geometric")
+    words = np.array([vocab.encode(c.split())[:5] for c in CAPTIONS], np.int32)
+    full = model([grids, words]).numpy()
+    looked = keras.Model(model.inputs, model.get_layer("member1_" + attention.ATTENTION_LAYER).output)(
+        [grids, words]).numpy()
+    steps = decoder_steps(layer_weights(model), config)
+    assert looks_at_regions(steps)
+    state = steps.initial_state(grids)
+    for t in range(words.shape[1]):
+        log_probs, state, weights = steps.attended_step(words[:, t], state)
+        np.testing.assert_allclose(log_probs, full[:, t], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(weights, looked[:, t], atol=1e-6)
+
+
+def test_ensemble_py_joins_a_merge_and_an_attention_folder(tiny_model, tiny_attention_model, random_grid_encoder,
+                                                           tmp_path):
+    """The ensemble reads the grid (the attention member's encoder); its captions carry maps."""
+    import ensemble
+    from pipeline import Captioner
+    from pipeline.artifact import read_config
+    from conftest import write_image
+
+    out = tmp_path / "ensemble"
+    ensemble.main([str(tiny_model), str(tiny_attention_model), "--out", str(out)])
+    config = read_config(out)
+    assert config["encoder"]["pooling"] == "grid"
+    assert [m["name"] for m in config["architecture"]["members"]] == ["merge-lstm", attention.NAME]
+    captioner = Captioner.from_pretrained(out, image_encoder=random_grid_encoder)
+    best = captioner.describe(write_image(tmp_path / "photo.png", 0, size=(64, 48))).n_best[0]
+    assert best.text and best.looked.shape == (len(best.text.split()), 10, 10)

@@ -23,6 +23,34 @@ def test_features_match_the_keras_backbone(exported_model, random_encoder, tmp_p
     assert_same_captions(n_best_of(exported, images, 3, 3), n_best_of(keras_path, images, 3, 3))
 
 
+def test_an_attention_models_export_gives_the_grid_and_the_same_heat_maps(tiny_attention_model, random_grid_encoder,
+                                                                          tmp_path):
+    """Exported from the grid encoder, OpenVINO gives the 100 regions Keras does (to its float32
+    rounding: the random backbone's values are about 1e-5), and the captions and their maps agree."""
+    import shutil
+
+    from pipeline.artifact import write_config
+    from pipeline.openvino_export import export
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_attention_model, folder)
+    config = read_config(folder)
+    config["encoder"]["exported"] = export(random_grid_encoder, folder, weights="float32", precision="f32")
+    write_config(folder, config)
+    assert read_config(folder)["encoder"]["exported"]["pooling"] == "grid"
+    images = [write_image(tmp_path / f"{i}.png", i, size=(64, 48)) for i in range(3)]
+    exported = Captioner.from_pretrained(folder)
+    assert isinstance(exported.image_encoder, OpenVINOEncoder) and exported.image_encoder.pooling == "grid"
+    keras_grid, grid = random_grid_encoder.encode(images), exported.image_encoder.encode(images)
+    assert grid.shape == keras_grid.shape == (3, 100, 2048)
+    np.testing.assert_allclose(grid, keras_grid, rtol=1e-3, atol=1e-3 * np.abs(keras_grid).max())
+    keras_path = Captioner.from_pretrained(folder, image_encoder=random_grid_encoder)
+    for image in images:
+        ours, theirs = exported.describe(image).n_best[0], keras_path.describe(image).n_best[0]
+        assert ours.text == theirs.text
+        np.testing.assert_allclose(ours.looked, theirs.looked, atol=1e-3)
+
+
 def test_weights_are_stored_in_parts_under_the_size_limit(exported_model):
     exported = read_config(exported_model)["encoder"]["exported"]
     parts = [exported_model / name for name in exported["weight_files"]]
