@@ -3,7 +3,8 @@
   python ensemble.py runs/seed0 runs/seed1 --out runs/ensemble
 
 The members must share the vocabulary, the caption length and the backbone (train.py runs on the
-same data with other seeds do). The folder written holds one decoder file with every member's
+same data with other seeds do). A member folder that is itself an ensemble gives its members
+(`python ensemble.py weights runs/attention --out runs/four` adds a decoder to weights/' three). The folder written holds one decoder file with every member's
 layers (float16 by default: half the size, with 99.7% of the dev captions unchanged), and the
 exported encoder and familiarity calibration of the first member, or of the first attention-lstm
 member where there is one: its encoder gives the grid of regions, which the merge members read as
@@ -47,7 +48,7 @@ def check_members(folders: list[Path]) -> list[dict]:
     configs = [read_config(folder) for folder in folders]
     first, vocab = configs[0], read_vocab(folders[0], configs[0]).tokens
     for folder, config in zip(folders, configs):
-        if config["architecture"]["name"] not in MEMBER_STEPS:
+        if config["architecture"]["name"] not in (*MEMBER_STEPS, "ensemble"):
             raise ArtifactError(f"{folder}: a {config['architecture']['name']} decoder cannot be a member")
         for key in ("vocab_size", "max_length"):
             if config[key] != first[key]:
@@ -59,29 +60,51 @@ def check_members(folders: list[Path]) -> list[dict]:
     return configs
 
 
+def member_decoders(folders: list[Path], configs: list[dict]):
+    """(architecture, weights by layer name) of each member: a folder's decoder, or each of an
+    ensemble folder's members."""
+    from pipeline.artifact import load_keras_decoder
+    from pipeline.decoder import member_prefix
+
+    for folder, config in zip(folders, configs):
+        layers = {layer.name: layer.get_weights() for layer in load_keras_decoder(folder).layers if layer.weights}
+        if config["architecture"]["name"] != "ensemble":
+            yield config["architecture"], layers
+            continue
+        for i, member in enumerate(config["architecture"]["members"]):
+            prefix = member_prefix(i)
+            yield member, {name[len(prefix):]: weights for name, weights in layers.items() if name.startswith(prefix)}
+
+
+def provenance(folder: Path, config: dict) -> list[dict]:
+    """config.json's training.ensemble_of entries for one member folder (an ensemble's are its members')."""
+    if config["architecture"]["name"] == "ensemble":
+        return [{**entry, "folder": f"{folder.name}/{entry.get('folder', '')}"}
+                for entry in config.get("training", {}).get("ensemble_of", [])]
+    return [{"folder": folder.name, **config.get("training", {})}]
+
+
 def main(argv=None):
     args = parse_args(argv)
     with run_main(ArtifactError):
         configs = check_members(args.members)
-    from pipeline.artifact import FORMAT_VERSION, copy_companion_files, load_keras_decoder, save_artifact
+    from pipeline.artifact import FORMAT_VERSION, copy_companion_files, save_artifact
     from pipeline.decoder import build_keras, member_prefix
 
     # the encoder (and its calibration) that serves every member: the grid, where one attends to it
     base = next((i for i, c in enumerate(configs) if decoder_pooling(c["architecture"]) == "grid"), 0)
+    members = list(member_decoders(args.members, configs))
     config = {**configs[base], "format_version": FORMAT_VERSION,
-              "architecture": {"name": "ensemble", "mean": args.mean, "members": [c["architecture"] for c in configs]},
+              "architecture": {"name": "ensemble", "mean": args.mean, "members": [m for m, _ in members]},
               "weights_dtype": args.weights_dtype,
-              "training": {"ensemble_of": [{"folder": m.name, **c.get("training", {})}
-                                           for m, c in zip(args.members, configs)]}}
+              "training": {"ensemble_of": [entry for m, c in zip(args.members, configs) for entry in provenance(m, c)]}}
     model = build_keras(config)
-    for i, folder in enumerate(args.members):
-        for layer in load_keras_decoder(folder).layers:
-            if layer.weights:
-                model.get_layer(member_prefix(i) + layer.name).set_weights(layer.get_weights())
-    config["encoder"] = {**config["encoder"], "pooling": decoder_pooling(config["architecture"])}
+    for i, (_, layers) in enumerate(members):
+        for name, weights in layers.items():
+            model.get_layer(member_prefix(i) + name).set_weights(weights)
     copy_companion_files(args.members[base], args.out, config)
     save_artifact(args.out, model, read_vocab(args.members[base], configs[base]), config)
-    log.info("saved the ensemble of %d decoders to %s", len(args.members), args.out)
+    log.info("saved the ensemble of %d decoders to %s", len(members), args.out)
 
 
 if __name__ == "__main__":

@@ -173,3 +173,32 @@ def test_ensemble_py_joins_a_merge_and_an_attention_folder(tiny_model, tiny_atte
     captioner = Captioner.from_pretrained(out, image_encoder=random_grid_encoder)
     best = captioner.describe(write_image(tmp_path / "photo.png", 0, size=(64, 48))).n_best[0]
     assert best.text and best.looked.shape == (len(best.text.split()), 10, 10)
+
+
+def test_an_ensemble_folder_gives_its_members_to_a_new_ensemble(tiny_model, tiny_attention_model,
+                                                                random_grid_encoder, tmp_path):
+    """ensemble.py on (an ensemble of two merge folders, an attention folder) writes the ensemble of
+    the three: the same captions and maps as ensemble.py on the three folders themselves."""
+    import shutil
+
+    import ensemble
+    from pipeline import Captioner
+    from pipeline.artifact import read_config
+    from conftest import write_image
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_model, other)
+    ensemble.main([str(tiny_model), str(other), "--out", str(tmp_path / "two"), "--weights-dtype", "float32"])
+    ensemble.main([str(tmp_path / "two"), str(tiny_attention_model), "--out", str(tmp_path / "nested"),
+                   "--weights-dtype", "float32"])
+    ensemble.main([str(tiny_model), str(other), str(tiny_attention_model), "--out", str(tmp_path / "flat"),
+                   "--weights-dtype", "float32"])
+    nested, flat = read_config(tmp_path / "nested"), read_config(tmp_path / "flat")
+    assert nested["architecture"] == flat["architecture"]
+    assert [e["folder"] for e in nested["training"]["ensemble_of"]] == ["two/" + tiny_model.name, "two/other",
+                                                                        tiny_attention_model.name]
+    photo = write_image(tmp_path / "photo.png", 1, size=(64, 48))
+    found = [Captioner.from_pretrained(tmp_path / name, image_encoder=random_grid_encoder).describe(photo).n_best[0]
+             for name in ("nested", "flat")]
+    assert found[0].text == found[1].text
+    np.testing.assert_allclose(found[0].looked, found[1].looked, atol=1e-6)
