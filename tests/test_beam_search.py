@@ -282,3 +282,31 @@ def test_beams_that_never_opened_are_not_captions(max_length, expected):
     found = beam_search(step, (np.zeros((1, 1)),), 1, start_id=1, end_id=2, beam_size=3, max_length=max_length,
                         n_best=3, banned_ids=(0, 1))[0]
     assert [(h.tokens, h.log_prob) for h in found] == [(tokens, pytest.approx(n * np.log(0.5))) for tokens, n in expected]
+
+
+def test_a_traced_search_gives_each_word_what_it_was_chosen_with():
+    """Each caption's trace holds, word by word, the third value the step returned for the row that
+    chose the word. Here that value names the row's input, the token it was fed and its position,
+    so a trace taken from another row, another input or another step shows; finished captions and
+    those still open at max_length both carry theirs."""
+    rng = np.random.default_rng(3)
+    vocab, batch, k, end = 7, 3, 3, 1
+    table = np.log(rng.dirichlet(np.ones(vocab), size=(batch, vocab)))  # (input, fed token) -> next word
+
+    def step(tokens, state):
+        inputs, position = state
+        return table[inputs, tokens], (inputs, position + 1), np.stack([inputs, tokens, position], axis=1)
+
+    start = (np.arange(batch), np.zeros(batch, np.int64))
+    results = beam_search(step, start, batch, start_id=0, end_id=end, beam_size=k, max_length=4, n_best=k,
+                          traced=True)
+    hypotheses = [(b, h) for b, hyps in enumerate(results) for h in hyps]
+    assert {h.tokens[-1] == end for _, h in hypotheses} == {True, False}  # finished and open captions both
+    for b, h in hypotheses:
+        fed = (0, *h.tokens[:-1])
+        assert [tuple(int(v) for v in chosen) for chosen in h.trace] == [(b, w, i) for i, w in enumerate(fed)]
+    untraced = beam_search(lambda tokens, state: step(tokens, state)[:2], start, batch, start_id=0, end_id=end,
+                           beam_size=k, max_length=4, n_best=k)
+    assert [[(h.tokens, h.log_prob) for h in hyps] for hyps in untraced] == [
+        [(h.tokens, h.log_prob) for h in hyps] for hyps in results]
+    assert all(h.trace == () for hyps in untraced for h in hyps)

@@ -184,6 +184,17 @@ def test_parts_store_float32_features(tmp_path):
     np.testing.assert_allclose(stored, [[0.3, 0.4], [0.1, 0.2]], rtol=1e-6)
 
 
+def test_parts_store_grids_in_float16_and_vectors_in_float32(tmp_path):
+    """A grid (image, region, value) is kept at half the size, to float16's precision; a vector whole."""
+    grids = np.random.default_rng(0).uniform(0, 50, (2, 4, 3))
+    FeatureCache(tmp_path / "grid", "k").add(["a", "b"], grids)
+    FeatureCache(tmp_path / "vector", "k").add(["a", "b"], grids[:, 0])
+    [grid_part], [vector_part] = (tmp_path / "grid").rglob("part-*.npz"), (tmp_path / "vector").rglob("part-*.npz")
+    assert np.load(grid_part)["features"].dtype == np.float16
+    assert np.load(vector_part)["features"].dtype == np.float32
+    np.testing.assert_allclose(FeatureCache(tmp_path / "grid", "k").get(["b", "a"]), grids[::-1], rtol=1e-3)
+
+
 def test_a_part_holding_pickled_objects_is_removed_unread(tmp_path, caplog):
     """A part is data, never code: one whose arrays need unpickling is refused like a corrupt one."""
     folder = tmp_path / "features" / "k"
