@@ -116,20 +116,20 @@ def run(args) -> dict:
         train_names, dev_names = train_names[:args.limit_images], dev_names[:max(1, args.limit_images // 4)]
     vocab = Vocabulary.build([clean_caption(c) for n in train_names for c in dataset.captions[n]], args.min_count)
 
-    encoder = KerasEncoder(args.backbone_weights)  # the frozen backbone's fingerprint names its cache file
-    backbone = keras.applications.Xception(include_top=False, input_shape=(299, 299, 3),
-                                           weights=None if encoder.source == "none" else encoder.source)
+    encoder = KerasEncoder(args.backbone_weights, pooling="grid")
+    backbone = encoder.model  # its exit flow is trained below: the fingerprint is taken first, of the frozen one
+    fingerprint = encoder.fingerprint
     cache = Path(args.cache_dir) / "exit_flow_inputs"
     cache.mkdir(parents=True, exist_ok=True)
     names = train_names + dev_names
-    inputs = exit_flow_inputs(backbone, dataset, names, cache / f"{encoder.fingerprint}-{len(names)}.npy")
+    inputs = exit_flow_inputs(backbone, dataset, names, cache / f"{fingerprint}-{len(names)}.npy")
     train_inputs, dev_inputs = inputs[:len(train_names)], inputs[len(train_names):]
 
     exit_flow = keras.Model(backbone.get_layer(EXIT_FLOW_INPUT).input, backbone.output)
     for layer in exit_flow.layers:  # batch-norm statistics from ImageNet, as fine-tuning usually keeps them
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
-    config = make_config(len(vocab), args.max_words + 1, encoder.fingerprint, ARCHITECTURE)
+    config = make_config(len(vocab), args.max_words + 1, fingerprint, ARCHITECTURE)
     decoder = build_merge_lstm(config)
     tuned = args.exit_flow_lr > 0
     decoder_optimizer = keras.optimizers.Adam(args.learning_rate)
