@@ -1,22 +1,24 @@
 """Does training Xception's exit flow together with the decoder pay, on dev?
 
-  python experiments/tune_exit_flow.py --data ../shared/flickr8k --out runs/exit_flow --exit-flow-lr 1e-5
-  python experiments/tune_exit_flow.py --data ../shared/flickr8k --out runs/frozen --exit-flow-lr 0
+  python experiments/tune_exit_flow.py --data ../shared/flickr8k --out runs/exit_flow_tuned --exit-flow-lr 1e-4
+  python experiments/tune_exit_flow.py --data ../shared/flickr8k --out runs/exit_flow_frozen --exit-flow-lr 0
 
 The activations entering the exit flow (19x19x728 per photo, float16: 526 KB) are computed once,
-with the ImageNet backbone, into a file under --cache-dir that a killed pass resumes. Then a merge
-decoder is trained from scratch on them through the exit flow (blocks 13-14: 6.8M of Xception's
-20.9M weights, about 2 of its 17 GFLOPs a photo), the exit flow learning too at --exit-flow-lr
-(0: frozen, the baseline; its batch-norm statistics stay frozen either way). Each batch holds
---batch-images photos and all their captions, so each photo passes through the exit flow once an
-epoch, not once per caption. After each epoch the dev photos are captioned (beam 3, the fluency
-rules) and scored with CIDEr-D; the best epoch's captions go to OUT/dev.csv in evaluate.py's
-layout, for compare.py's paired bootstrap between two runs. The run's figures go to OUT/run.json.
+with the ImageNet backbone, into one .npy file under --cache-dir that a killed pass resumes and
+training reads in place (3.7 GB for Flickr8k's train and dev photos: the feature cache would hold
+them all in memory, in float32). Then a merge decoder is trained from scratch on them through the
+exit flow (blocks 13-14: 6.8M of Xception's 20.9M weights, about 2 of its 17 GFLOPs a photo), the
+exit flow learning too at --exit-flow-lr (0: frozen, the baseline, whose features are computed
+once; its batch-norm statistics stay frozen either way). Each batch holds --batch-images photos
+and all their captions, so each photo passes through the exit flow once an epoch, not once per
+caption. After each epoch the dev photos are captioned (beam 3, the fluency rules) and scored with
+CIDEr-D, as train.py scores them; the best epoch's captions go to OUT/dev.csv (evaluate.py's
+per-image CSV), for compare.py's paired bootstrap between two runs. The run's figures go to
+OUT/run.json.
 A decision of the product's, not a part of it: the served encoder stays the frozen one unless dev
 says otherwise.
 """
 import argparse
-import csv
 import json
 import sys
 import time
@@ -27,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 import pipeline  # noqa: E402,F401  (first: it sets NumPy's and TensorFlow's environment)
 from pipeline.cli import add_backbone_argument, add_cache_argument, run_main  # noqa: E402
 from pipeline.formats import add_data_arguments, dataset_from_args  # noqa: E402
+from evaluate import write_csv  # noqa: E402  (its per-image CSV, which compare.py reads)
 
 EXIT_FLOW_INPUT = "block13_sepconv1_act"  # the exit flow's first layer; its input is 19x19x728 at 299x299
 
@@ -82,28 +85,16 @@ def exit_flow_inputs(backbone, dataset, names, path: Path):
     return np.load(path, mmap_mode="r")
 
 
-def write_dev_csv(path: Path, names, captions, references) -> None:
-    width = max(map(len, references))
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["image", "caption", *[f"reference_{i + 1}" for i in range(width)]])
-        for name, caption, refs in zip(names, captions, references):
-            writer.writerow([name, caption, *refs])
-
-
 def run(args) -> dict:
     import keras
     import numpy as np
     import tensorflow as tf
-    from pycocoevalcap.cider.cider import Cider
 
     from pipeline.artifact import make_config
-    from pipeline.captioner import decode
-    from pipeline.beam_search import DEFAULT_BEAM_SIZE
-    from pipeline.decoder import ARCHITECTURE, build_merge_lstm, decoder_steps, layer_weights
+    from pipeline.decoder import ARCHITECTURE, build_merge_lstm
     from pipeline.encoder import KerasEncoder
-    from pipeline.metrics import python_tokenize
-    from pipeline.training import caption_sequences, masked_loss
+    from pipeline.files import write_text_atomically
+    from pipeline.training import DevScorer, caption_sequences, masked_loss
     from pipeline.vocab import Vocabulary, clean_caption
 
     started = time.perf_counter()
@@ -141,10 +132,20 @@ def run(args) -> dict:
     def pooled(x, training):
         return tf.reduce_mean(exit_flow(x, training=training), axis=[1, 2])
 
+    forward = tf.function(lambda x: pooled(tf.cast(x, tf.float32), training=False), reduce_retracing=True)
+
+    def pooled_features(inputs):
+        return np.concatenate([forward(np.asarray(inputs[i:i + 64])).numpy() for i in range(0, len(inputs), 64)])
+
+    # frozen, the exit flow gives the same features every epoch: they are computed once
+    frozen_train, frozen_dev = (None, None) if tuned else (pooled_features(train_inputs), pooled_features(dev_inputs))
+
     @tf.function(reduce_retracing=True)
     def train_step(x, rows, words, targets):
+        """x: the photos' exit-flow inputs when it learns, their frozen features when it does not."""
         with tf.GradientTape() as tape:
-            features = tf.gather(pooled(tf.cast(x, tf.float32), training=tuned), rows)
+            image = pooled(tf.cast(x, tf.float32), training=True) if tuned else x
+            features = tf.gather(image, rows)
             loss = masked_loss(targets, decoder({"features": features, "words": words}, training=True))
         variables = decoder.trainable_variables + (exit_flow.trainable_variables if tuned else [])
         grads = tape.gradient(loss, variables)
@@ -153,9 +154,8 @@ def run(args) -> dict:
             exit_optimizer.apply_gradients(zip(grads[len(decoder.trainable_variables):], exit_flow.trainable_variables))
         return loss
 
-    forward = tf.function(lambda x: pooled(tf.cast(x, tf.float32), training=False), reduce_retracing=True)
-    references = [dataset.captions[n] for n in dev_names]
-    tokenized_references = python_tokenize(dict(enumerate(references)))
+    references = {n: dataset.captions[n] for n in dev_names}
+    dev_score = DevScorer(list(references.values()), vocab, config)
     rng = np.random.default_rng(args.seed)
     history, best = [], None
     for epoch in range(args.epochs):
@@ -170,30 +170,27 @@ def run(args) -> dict:
             rows = [captions_of[p] for p in photos]
             batch = sequences[np.concatenate(rows)]
             length = int((batch != vocab.pad_id).sum(axis=1).max())
-            losses.append(float(train_step(np.asarray(train_inputs[photos]),
+            x = np.asarray(train_inputs[photos]) if tuned else frozen_train[photos]
+            losses.append(float(train_step(x,
                                            np.repeat(np.arange(len(photos)), list(map(len, rows))).astype(np.int32),
                                            batch[:, :length - 1], batch[:, 1:length])))
             if step % 50 == 0:
                 print(f"epoch {epoch + 1} batch {step}/{len(batches)} loss {np.mean(losses[-50:]):.3f}",
                       file=sys.stderr, flush=True)
-        dev_features = np.concatenate([forward(np.asarray(dev_inputs[i:i + 64])).numpy()
-                                       for i in range(0, len(dev_names), 64)])
-        captions = [best_caption[0].text for best_caption in decode(
-            decoder_steps(layer_weights(decoder), config), vocab, dev_features, DEFAULT_BEAM_SIZE, config["max_length"])]
-        cider = float(Cider().compute_score(tokenized_references,
-                                            python_tokenize(dict(enumerate([[c] for c in captions]))))[0])
+        dev_features = pooled_features(dev_inputs) if tuned else frozen_dev
+        captions, cider = dev_score(decoder, dev_features)
         row = {"epoch": epoch + 1, "loss": round(float(np.mean(losses)), 4), "dev_cider": round(cider, 4),
                "seconds": round(time.perf_counter() - epoch_started, 1)}
         history.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
         if best is None or cider > best["dev_cider"]:
             best = row
-            write_dev_csv(out / "dev.csv", dev_names, captions, references)
+            write_csv(out / "dev.csv", dict(zip(dev_names, captions)), references)
     report = {"exit_flow_lr": args.exit_flow_lr, "learning_rate": args.learning_rate, "epochs": args.epochs,
               "halve_after": args.halve_after, "batch_images": args.batch_images, "seed": args.seed,
               "train_images": len(train_names), "dev_images": len(dev_names), "best": best, "history": history,
               "seconds": round(time.perf_counter() - started, 1)}
-    (out / "run.json").write_text(json.dumps(report, indent=2))
+    write_text_atomically(out / "run.json", json.dumps(report, indent=2))
     return report
 
 

@@ -72,6 +72,23 @@ def masked_accuracy(targets, logits):
     return ops.sum(hits * mask) / ops.maximum(ops.sum(mask), 1.0)
 
 
+class DevScorer:
+    """The best beam-search caption of each dev image by a decoder's current weights, and their CIDEr-D."""
+
+    def __init__(self, references: list[list[str]], vocab: Vocabulary, config: dict,
+                 beam_size: int = DEFAULT_BEAM_SIZE):
+        self.vocab, self.config, self.beam_size = vocab, config, beam_size
+        self.references = python_tokenize(dict(enumerate(references)))  # once, not every epoch
+        self.cider = Cider()
+
+    def __call__(self, model, features: np.ndarray) -> tuple[list[str], float]:
+        steps = decoder_steps(layer_weights(model), self.config)
+        captions = [best[0].text for best in decode(steps, self.vocab, features, self.beam_size,
+                                                    self.config["max_length"])]
+        predictions = python_tokenize({i: [caption] for i, caption in enumerate(captions)})
+        return captions, float(self.cider.compute_score(self.references, predictions)[0])
+
+
 class DevCider(keras.callbacks.Callback):
     """Scores beam-search captions of the dev images after each epoch (logged as DEV_CIDER).
 
@@ -81,15 +98,10 @@ class DevCider(keras.callbacks.Callback):
     def __init__(self, features: np.ndarray, references: list[list[str]], vocab: Vocabulary, config: dict,
                  beam_size: int = DEFAULT_BEAM_SIZE):
         super().__init__()
-        self.features, self.vocab, self.config, self.beam_size = features, vocab, config, beam_size
-        self.references = python_tokenize(dict(enumerate(references)))  # once, not every epoch
-        self.cider = Cider()
+        self.features, self.score = features, DevScorer(references, vocab, config, beam_size)
 
     def on_epoch_end(self, epoch, logs=None):
-        steps = decoder_steps(layer_weights(self.model), self.config)
-        captions = decode(steps, self.vocab, self.features, self.beam_size, self.config["max_length"])
-        predictions = python_tokenize({i: [best[0].text] for i, best in enumerate(captions)})
-        logs[DEV_CIDER] = float(self.cider.compute_score(self.references, predictions)[0])
+        logs[DEV_CIDER] = self.score(self.model, self.features)[1]
 
 
 class ResumableTraining(keras.callbacks.Callback):
