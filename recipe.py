@@ -1,10 +1,12 @@
-"""The recipe that made weights/, as one command: for each seed a cross-entropy decoder trained on
-the served (exported, bfloat16) encoder's features, then fine-tuned by self-critical training;
-then the fine-tuned decoders averaged into one ensemble folder (see README.md, "Train").
+"""The recipe that makes weights/, as one command: seed 0's cross-entropy decoder trained together
+with Xception's exit flow (train.py --tune-exit-flow), whose tuned encoder is exported (bfloat16)
+and served; each further seed's decoder trained on that exported encoder's features; each then
+fine-tuned by self-critical training; then the fine-tuned decoders averaged into one ensemble
+folder (see README.md, "Train"). The members share the one tuned encoder, so the app runs it once.
 
   python recipe.py --data ../shared/flickr8k --out runs/recipe    # the model folder: runs/recipe/ensemble
 
-Three seeds took about 2 hours on 2 CPU cores. Each stage writes its own folder under --out
+Each stage writes its own folder under --out
 (xe_seedN, scst_seedN, ensemble), so a killed run, started again, resumes inside the stage it was
 in and skips the finished ones (a stage's config.json is the last file it writes). Options not
 listed below (--format, --images, --skip-missing, --split-ratio, --backbone-weights, --cache-dir,
@@ -50,14 +52,19 @@ def run_stages(args, stage_options: list[str]) -> None:
     import train
 
     data = ["--data", args.data, *stage_options]
-    members = []
+    members, encoder_folder = [], args.out / "xe_seed0"
     for seed in range(args.seeds):
         cross_entropy, self_critical = args.out / f"xe_seed{seed}", args.out / f"scst_seed{seed}"
         if finished(cross_entropy):
             log.info("seed %d: %s is finished, skipping cross-entropy training", seed, cross_entropy)
         else:
-            train.main([*data, "--out", str(cross_entropy), "--seed", str(seed), "--features-from", "exported",
-                        "--precision", "bf16"])
+            # measured on Flickr8k dev (docs/training.md): the tuned exit flow's best epoch was the 6th of 8,
+            # both rates halved from the 5th on
+            encoder = (["--tune-exit-flow", "--epochs", "8", "--patience", "2", "--halve-after", "4",
+                        "--precision", "bf16"] if seed == 0 else
+                       ["--encoder-from", str(encoder_folder), "--features-from", "exported"])
+            train.main(["--data", args.data, *encoder, *stage_options, "--out", str(cross_entropy), "--seed",
+                        str(seed)])
         if finished(self_critical):
             log.info("seed %d: %s is finished, skipping self-critical training", seed, self_critical)
         else:

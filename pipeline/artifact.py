@@ -12,6 +12,8 @@ each architecture and runtime needs of config.json is checked through their regi
   encoder.xml, encoder-NNNNN-of-NNNNN.bin   optional: the backbone exported for serving (OpenVINO
                         IR, its weights in parts of ENCODER_PART_BYTES; export_encoder.py)
   familiarity.npz       optional: how close a photo is to the training photos (pipeline/familiarity.py)
+  exit_flow.weights.h5  optional: the backbone's exit flow as training tuned it (train.py --tune-exit-flow),
+                        float16, which replaces the ImageNet one wherever the Keras backbone is built
   metrics.json, training_log.csv, self_critical_log.csv   optional: how the model was made and scored
 
 Every file must fit MAX_FILE_BYTES, what a Hub or git repo file may hold without large-file storage.
@@ -39,13 +41,14 @@ READABLE_FORMATS = (1, 2)
 CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE = "config.json", "vocab.json", "decoder.weights.h5"
 ARTIFACT_FILES = (CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE)  # what every model folder holds
 FAMILIARITY_FILE = "familiarity.npz"
+EXIT_FLOW_FILE = "exit_flow.weights.h5"  # config.json's encoder.tuned_exit_flow says the folder holds one
 # what each training stage logs, one row per epoch (train.py, scst.py), and evaluate.py's scores
 TRAINING_LOG, SELF_CRITICAL_LOG, METRICS_FILE = "training_log.csv", "self_critical_log.csv", "metrics.json"
 REPORT_FILES = (METRICS_FILE, TRAINING_LOG, SELF_CRITICAL_LOG)  # published beside the model when present
 CARD_FILE = "README.md"  # the model card of a published folder
 ENCODER_GRAPH_FILE, ENCODER_WEIGHTS_PATTERN = "encoder.xml", "encoder-*.bin"
 ENCODER_PATTERN = "encoder*"  # the exported encoder's files, when there is one
-SERVED_FILES = [*ARTIFACT_FILES, ENCODER_PATTERN, FAMILIARITY_FILE]  # what loading needs: not the card or logs
+SERVED_FILES = [*ARTIFACT_FILES, ENCODER_PATTERN, FAMILIARITY_FILE, EXIT_FLOW_FILE]  # what loading needs: not the card or logs
 # The largest file a model folder may hold: the Hub stores bigger files only through its
 # large-file storage, and git hosts warn or refuse. The exported encoder is written in parts
 # of ENCODER_PART_BYTES (its float16 weights, 41 MB, in three parts), below it.
@@ -223,6 +226,8 @@ def read_config(folder: Path) -> dict:
         if exported.value.get("pooling", "avg") != config["encoder"].get("pooling", "avg"):
             raise exported.error(f"pooling {exported.value.get('pooling', 'avg')!r} is not the encoder's "
                                  f"{config['encoder'].get('pooling', 'avg')!r}: the export gives other features")
+    if "tuned_exit_flow" in config["encoder"]:
+        encoder.section("tuned_exit_flow").get("from_fingerprint", str)
     if config.get("weights_dtype", "float32") not in WEIGHTS_DTYPES:
         raise ArtifactError(f"{path}: weights_dtype {config['weights_dtype']!r} is not one of {', '.join(WEIGHTS_DTYPES)}")
     if "familiarity" in config:
@@ -265,7 +270,8 @@ def model_files(folder: Path, config: dict) -> list[Path]:
     """Every file the model in `folder` is loaded from, as config.json names them, each checked to
     lie inside `folder`."""
     names = [*ARTIFACT_FILES, *(exported_files(config["encoder"]["exported"]) if "exported" in config["encoder"] else []),
-             *([FAMILIARITY_FILE] if "familiarity" in config else [])]
+             *([FAMILIARITY_FILE] if "familiarity" in config else []),
+             *([EXIT_FLOW_FILE] if "tuned_exit_flow" in config["encoder"] else [])]
     return [folder_file(folder, name) for name in names]
 
 
@@ -356,6 +362,28 @@ def save_artifact(folder: str | Path, model, vocab: Vocabulary, config: dict) ->
     vocab.save(folder / VOCAB_FILE)
     write_config(folder, config)
     return folder
+
+
+def save_exit_flow(folder: str | Path, exit_flow) -> Path:
+    """Write a tuned exit flow (a Keras model, pipeline.encoder.exit_flow) into the folder, float16:
+    13.7 MB, where float32's 27 MB is over MAX_FILE_BYTES. Load it back before taking the
+    backbone's fingerprint or exporting it: what is served is the float16 values."""
+    path = Path(folder) / EXIT_FLOW_FILE
+    with atomic_path(path) as tmp:
+        exit_flow.save_weights(tmp)
+        _store_as_float16(tmp)
+        check_file_size(tmp)
+    return path
+
+
+def exit_flow_file(folder: Path, config: dict) -> Path | None:
+    """The folder's tuned exit flow, when config.json says it has one (checked to be there)."""
+    if "tuned_exit_flow" not in config["encoder"]:
+        return None
+    path = folder_file(folder, EXIT_FLOW_FILE)
+    if not path.is_file():
+        raise ArtifactError(f"{folder}: {CONFIG_FILE} names a tuned exit flow but {EXIT_FLOW_FILE} is missing")
+    return path
 
 
 def _store_as_float16(path: Path) -> None:

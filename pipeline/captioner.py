@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import threadpoolctl
 
-from .artifact import (CONFIG_FILE, WEIGHTS_FILE, ArtifactError, decoder_values, exported_encoder_files, folder_file,
-                       read_config, read_familiarity, read_keras_weights, read_vocab)
+from .artifact import (CONFIG_FILE, WEIGHTS_FILE, ArtifactError, decoder_values, exit_flow_file, exported_encoder_files,
+                       folder_file, read_config, read_familiarity, read_keras_weights, read_vocab)
 from .beam_search import DEFAULT_BEAM_SIZE, FluencyRules, beam_search
 from .decoder import Steps, decoder_steps
 from .encoder import BACKBONE, PixelEncoder, pooled
@@ -30,10 +30,12 @@ class BackboneError(RuntimeError):
 
 
 def keras_encoder(folder: Path, config: dict, backbone_weights: str | None) -> PixelEncoder:
-    """The Keras backbone (TensorFlow): what the decoder was trained on."""
+    """The Keras backbone (TensorFlow) that the decoder was trained on: from `backbone_weights`,
+    with the folder's tuned exit flow when it has one."""
     from .encoder import KerasEncoder
+    tuned = exit_flow_file(folder, config)
     try:
-        return KerasEncoder(backbone_weights, config["encoder"].get("pooling", "avg"))
+        return KerasEncoder(backbone_weights, config["encoder"].get("pooling", "avg"), tuned)
     except ImportError:
         raise
     except Exception as error:  # Keras raises a bare Exception when its download fails

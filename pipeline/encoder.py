@@ -26,6 +26,9 @@ FEATURE_DIM = 2048
 # regions (attention's), whose mean is that vector, so one pass serves both.
 POOLINGS = ("avg", "grid")
 GRID_REGIONS = 100
+# Xception's exit flow (blocks 13-14: 6.8M of its 20.9M weights, about 2 of its 17 GFLOPs a photo),
+# from its first layer to its last before any pooling: the part train.py --tune-exit-flow trains.
+EXIT_FLOW_FIRST, EXIT_FLOW_LAST = "block13_sepconv1_act", "block14_sepconv2_act"
 BACKBONE_WEIGHTS_ENV = "CAPTION_BACKBONE_WEIGHTS"
 PREPROCESSING = "pil-bicubic-299+xception.preprocess_input"  # part of the cache key
 RUNTIME = "keras"
@@ -102,24 +105,39 @@ def cache_key(**spec) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def exit_flow(backbone):
+    """The Keras backbone's exit flow as a model of its own, sharing the backbone's layers (and so
+    its weights): the 19x19x728 activations entering it in, the 10x10x2048 map out."""
+    import keras
+
+    return keras.Model(backbone.get_layer(EXIT_FLOW_FIRST).input, backbone.get_layer(EXIT_FLOW_LAST).output,
+                       name="exit_flow")
+
+
 class KerasEncoder(PixelEncoder):
     """Keras' Xception features for batches of images, compiled once as a tf.function; `pooling`
-    one of POOLINGS."""
+    one of POOLINGS; `exit_flow_weights`: a Keras weights file of the exit flow that replaces the
+    backbone's (a model folder's tuned one, pipeline/artifact.py)."""
     name = "keras float32"
 
-    def __init__(self, weights: str | None = None, pooling: str = "avg"):
+    def __init__(self, weights: str | None = None, pooling: str = "avg", exit_flow_weights: str | Path | None = None):
         import keras
         import tensorflow as tf
 
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-        self.source, self.pooling = resolve_backbone_weights(weights), pooling
+        self.backbone_weights = self.source = resolve_backbone_weights(weights)
+        self.pooling = pooling
         if self.source == "none":
             keras.utils.set_random_seed(0)  # the same random backbone every time, so its cache stays valid
         log.info("building %s backbone (weights: %s)", BACKBONE, self.source)
         self.model = keras.applications.Xception(
             include_top=False, pooling="avg" if pooling == "avg" else None, input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3),
             weights=None if self.source == "none" else self.source)
+        self.exit_flow_weights = str(exit_flow_weights) if exit_flow_weights else None
+        if self.exit_flow_weights:
+            exit_flow(self.model).load_weights(self.exit_flow_weights)
+            self.source = f"{self.source} with the exit flow of {self.exit_flow_weights}"
         preprocess, model, shape = keras.applications.xception.preprocess_input, self.model, feature_shape(pooling)
         self._forward = lambda pixels: tf.reshape(model(preprocess(tf.cast(pixels, tf.float32)), training=False),
                                                   (-1, *shape))
@@ -155,8 +173,9 @@ class KerasEncoder(PixelEncoder):
         return cache_key(backbone=BACKBONE, weights=self.fingerprint, **grid)
 
     def spec(self) -> dict:
-        return {"runtime": RUNTIME, "backbone_weights": self.source, "pooling": self.pooling}
+        return {"runtime": RUNTIME, "backbone_weights": self.backbone_weights, "pooling": self.pooling,
+                "exit_flow_weights": self.exit_flow_weights}
 
     @classmethod
     def from_spec(cls, spec: dict) -> "KerasEncoder":
-        return cls(spec["backbone_weights"], spec.get("pooling", "avg"))
+        return cls(spec["backbone_weights"], spec.get("pooling", "avg"), spec.get("exit_flow_weights"))

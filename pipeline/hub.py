@@ -16,9 +16,9 @@ import numpy as np
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_token
 from huggingface_hub.constants import is_offline_mode
 
-from .artifact import (ARTIFACT_FILES, CARD_FILE, CONFIG_FILE, FAMILIARITY_FILE, METRICS_FILE, REPORT_FILES,
-                       SELF_CRITICAL_LOG, SERVED_FILES, TRAINING_LOG, VOCAB_FILE, WEIGHTS_FILE, ArtifactError,
-                       check_file_size, folder_file, is_model_folder, model_files, read_config, read_json)
+from .artifact import (ARTIFACT_FILES, CARD_FILE, CONFIG_FILE, EXIT_FLOW_FILE, FAMILIARITY_FILE, METRICS_FILE,
+                       REPORT_FILES, SELF_CRITICAL_LOG, SERVED_FILES, TRAINING_LOG, VOCAB_FILE, WEIGHTS_FILE,
+                       ArtifactError, check_file_size, folder_file, is_model_folder, model_files, read_config, read_json)
 from .captioner import BackboneError, Captioner
 from .cli import run_main
 from .decoder import DECODERS
@@ -59,6 +59,15 @@ def _metric_rows(metrics: dict) -> list[tuple[str, str, float, str]]:
     return rows
 
 
+def encoder_description(encoder: dict) -> str:
+    """How the model card names the backbone: ImageNet's as it is, or with the exit flow tuned."""
+    pooling = "its grid of 10x10 regions" if encoder.get("pooling") == "grid" else "average pooling"
+    if "tuned_exit_flow" not in encoder:
+        return f"ImageNet weights, {pooling}, not part of this repo"
+    return (f"ImageNet weights, its exit flow (blocks 13-14) then trained with the decoder and stored here as "
+            f"`{EXIT_FLOW_FILE}`, {pooling}")
+
+
 def model_card(repo_id: str, config: dict, metrics: dict | None) -> ModelCard:
     """README.md for the model repo: Hub metadata, usage, training, evaluation, limitations."""
     training = config.get("training", {})
@@ -95,6 +104,7 @@ def model_card(repo_id: str, config: dict, metrics: dict | None) -> ModelCard:
              "longest caption (tokens)": config["max_length"],
              "decoder weights stored as": config.get("weights_dtype"),
              "backbone weights fingerprint": config["encoder"]["weights_fingerprint"],
+             "exit flow tuned from the backbone": config["encoder"].get("tuned_exit_flow", {}).get("from_fingerprint"),
              "Keras / TensorFlow": " / ".join(config.get("versions", {}).values()) or None}
     training_lines = "".join(f"- {name}: {value}\n" for name, value in facts.items() if value is not None)
     files = (f"`{CONFIG_FILE}` (architecture, encoder, training settings), `{VOCAB_FILE}`, `{WEIGHTS_FILE}` (the "
@@ -105,7 +115,7 @@ def model_card(repo_id: str, config: dict, metrics: dict | None) -> ModelCard:
              "run wrote them.")
     body = string.Template(CARD_TEMPLATE.read_text(encoding="utf-8")).substitute(
         repo_id=repo_id, served_files=SERVED_FILES, backbone_weights_env=BACKBONE_WEIGHTS_ENV, repo_env=REPO_ENV,
-        files=files,
+        files=files, encoder=encoder_description(config["encoder"]),
         decoder=DECODERS[config["architecture"]["name"]].describe(config["architecture"]),
         training=training_lines, evaluation=evaluation, vocab_size=config["vocab_size"])
     return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")

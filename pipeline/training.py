@@ -135,7 +135,8 @@ class ResumableTraining(keras.callbacks.Callback):
         if not state_file.is_file():
             return 0
         state = json.loads(state_file.read_text(encoding="utf-8"))
-        model.optimizer.build(model.trainable_variables)  # its variables must exist to be loaded
+        if getattr(model, "optimizer", None) is not None:  # a compiled model's; others build their own
+            model.optimizer.build(model.trainable_variables)  # its variables must exist to be loaded
         model.load_weights(self.folder / state["latest"])
         self.history, self.best_weights = state["history"], state["best"]
         self.write_log()  # a kill may have come between the commit and the log

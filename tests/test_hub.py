@@ -18,7 +18,7 @@ import app
 from conftest import ROOT
 from pipeline import Captioner
 from pipeline import hub, model_source
-from pipeline.artifact import ARTIFACT_FILES, FAMILIARITY_FILE, WEIGHTS_FILE
+from pipeline.artifact import ARTIFACT_FILES, EXIT_FLOW_FILE, FAMILIARITY_FILE, WEIGHTS_FILE
 from pipeline.encoder import FEATURE_DIM
 from pipeline.familiarity import Familiarity
 from pipeline.files import sha256_of
@@ -317,3 +317,16 @@ def test_offline_with_a_token_is_refused_before_anything_is_staged(model_folder,
     monkeypatch.setattr(hub, "stage", None)  # would fail loudly if reached
     with pytest.raises(hub.HubError, match="offline mode .*HF_HUB_OFFLINE"):
         hub.push_to_hub(model_folder, REPO_ID)
+
+
+def test_the_model_card_says_whether_the_backbone_is_imagenets_or_tuned_and_stored_in_the_repo():
+    config = {"vocab_size": 2536, "max_length": 31, "encoder": {"weights_fingerprint": "514112e5f4de888e"},
+              "architecture": {"name": "merge-lstm", "units": 256, "embedding_dim": 256}, "training": {}}
+    text = hub.model_card("a/b", config, None).text
+    assert "(ImageNet weights, average pooling, not part of this repo)" in text and "exit flow" not in text
+    config["encoder"]["tuned_exit_flow"] = {"from_fingerprint": "dd8fa9fc31ba1243"}
+    text = hub.model_card("a/b", config, None).text
+    assert f"its exit flow (blocks 13-14) then trained with the decoder and stored here as `{EXIT_FLOW_FILE}`" in text
+    assert "not part of this repo" not in text
+    assert "- exit flow tuned from the backbone: dd8fa9fc31ba1243\n" in text
+    assert EXIT_FLOW_FILE in hub.SERVED_FILES  # downloaded with the model: the Keras path builds the tuned backbone
