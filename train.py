@@ -143,6 +143,7 @@ def train(args) -> None:
         "best_dev_cider": round(float(best[DEV_CIDER]), 4), "dev_loss": round(float(best["val_loss"]), 4),
         **({"batch_images": args.batch_images, "exit_flow_learning_rate": args.exit_flow_learning_rate,
             "halve_after": args.halve_after} if args.tune_exit_flow else {"batch_size": args.batch_size}),
+        **({"encoder_from": Path(args.encoder_from).name} if args.encoder_from else {}),
         "learning_rate": args.learning_rate, "min_count": args.min_count, "max_words": args.max_words,
         "remove_stop_words": args.remove_stop_words, "seed": args.seed, "features": feature_name,
         "train_seconds": round(sum(r.get("seconds", 0) for r in history), 1),
@@ -219,12 +220,15 @@ def fit_on_features(args, encoder, model, config, vocab, image_dir, names, train
 def fit_with_exit_flow(args, encoder, model, config, vocab, image_dir, names, train_data, dev_data, references,
                      checkpoint):
     """Train the decoder and the backbone's exit flow together on the cached activations entering
-    it (pipeline/exit_flow.py), then keep the tuned exit flow in --out. Returns what
-    fit_on_features does, the encoder being the tuned backbone."""
-    from pipeline.artifact import save_exit_flow
+    it (pipeline/exit_flow.py), then keep the tuned exit flow in --out and export it. Returns what
+    fit_on_features does: the encoder is the tuned backbone, the features its export's (what
+    the familiarity calibration is fitted on; the decoder learned from Keras')."""
+    from pipeline.artifact import exported_encoder_files, save_exit_flow
     from pipeline.encoder import KerasEncoder, exit_flow
     from pipeline.exit_flow import ExitFlowAndDecoder, exit_flow_inputs, fit, mean_loss
     from pipeline.feature_cache import default_cache_dir
+    from pipeline.openvino_encoder import OpenVINOEncoder
+    from pipeline.openvino_export import export
     from pipeline.training import DEV_CIDER, DevScorer, make_dataset
 
     inputs = exit_flow_inputs(encoder, [Path(image_dir) / n for n in names], args.cache_dir or default_cache_dir())
@@ -247,8 +251,17 @@ def fit_with_exit_flow(args, encoder, model, config, vocab, image_dir, names, tr
         args.batch_images, args.halve_after, args.seed)
     checkpoint.load_best(joint)
     tuned = KerasEncoder(args.backbone_weights, encoder.pooling, save_exit_flow(args.out, joint.exit_flow))
-    joint.exit_flow.set_weights(exit_flow(tuned.model).get_weights())  # the float16 values, as they are served
-    return tuned, f"{tuned.name}, exit flow tuned", joint.encode(train_inputs), joint.encode(dev_inputs)
+    name = f"{tuned.name}, exit flow tuned"
+    if args.no_export:
+        joint.exit_flow.set_weights(exit_flow(tuned.model).get_weights())  # the float16 values, as they are served
+        return tuned, name, joint.encode(train_inputs), joint.encode(dev_inputs)
+    # exported now, so that the familiarity calibration is fitted on what the app computes (and the
+    # features that scst.py reads next are cached)
+    config["encoder"]["exported"] = exported = export(tuned, args.out, args.weight_format, args.precision,
+                                                      args.float32_blocks)
+    served = OpenVINOEncoder(exported_encoder_files(Path(args.out), exported), exported, tuned.fingerprint)
+    features = features_or_exit(served, image_dir, names, args)
+    return tuned, name, features[:train_count], features[train_count:]
 
 
 def encoder_of_folder(source: Path, pooling: str, backbone_weights, out: Path):

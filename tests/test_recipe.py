@@ -21,6 +21,7 @@ def test_the_recipe_makes_an_ensemble_and_a_rerun_skips_the_finished_stages(tmp_
         training = json.loads((out / f"scst_seed{seed}" / "config.json").read_text())["training"]
         # seed 0 learned through the exit flow, in Keras; then every stage from the tuned encoder's export
         assert training["seed"] == seed and training["features"].startswith("keras" if seed == 0 else "openvino")
+        assert training.get("encoder_from") == (None if seed == 0 else "xe_seed0")
         assert training["self_critical"]["from"] == f"xe_seed{seed}" and training["self_critical"]["epochs_run"] == 1
         assert training["self_critical"]["features"].startswith("openvino")
     # seed 0 tuned the exit flow; seed 1 learned from that encoder, so the members share it
