@@ -57,6 +57,10 @@ def parse_args(argv=None):
     add_beam_argument(p, " of the end-to-end timings")
     p.add_argument("--rounds", type=int, default=2,
                    help="turns each serving path (Keras, exported) takes, in fresh processes (default 2)")
+    p.add_argument("--baseline-model", metavar="FOLDER",
+                   help="also time this model folder's exported path end to end, taking turns with --model's, "
+                        "for the ratio of --model's app path to it (for example the weights/ it replaces: "
+                        "git archive HEAD weights | tar -x -C /tmp/before)")
     p.add_argument("--install-size", action="store_true",
                    help="also build two fresh virtual environments (requirements.txt, and requirements.txt plus "
                         "TensorFlow and Keras) and compare their sizes; needs the package registry or pip's cache")

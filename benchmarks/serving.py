@@ -88,19 +88,29 @@ def bench_app(model_folder: str, backbone: str, image, beam: int, encoder: str =
             "app_rss_mb": round(child["rss_kb"] / 1024, 1)}
 
 
-def bench_serving(model_folder: str, backbone: str, paths, image, beam: int, rounds: int) -> dict:
+def bench_serving(model_folder: str, backbone: str, paths, image, beam: int, rounds: int,
+                  baseline_folder: str | None = None) -> dict:
     """The exported encoder's path against the Keras path: each in fresh processes, taking turns, so
     that neither runtime's threads slow the other and a busy spell of a shared machine hits both.
-    The app itself too: start-up, first caption and memory of each, medians over the rounds."""
+    With `baseline_folder` (bench.py --baseline-model), that folder's exported path takes its turn
+    too: the app's path against another model's, such as the one it replaces. The app itself too:
+    start-up, first caption and memory of each, medians over the rounds."""
     import numpy as np
-    runs = {"keras": [], "exported": []}
+    paths_of = {"keras": (model_folder, "keras"), "exported": (model_folder, "exported")}
+    if baseline_folder:
+        paths_of["baseline_exported"] = (baseline_folder, "exported")
+    runs = {name: [] for name in paths_of}
     for _ in range(rounds):
-        for encoder in runs:
-            runs[encoder].append(run_child("paths", model_folder, encoder, beam, *paths, backbone=backbone))
-    out = {f"{encoder}_{key}": round(float(np.median([r[key] for r in results])), 2)
-           for encoder, results in runs.items() for key in ("encoder_batch1_p50_ms", "end_to_end_p50_ms")}
+        for name, (folder, encoder) in paths_of.items():
+            runs[name].append(run_child("paths", folder, encoder, beam, *paths, backbone=backbone))
+    out = {f"{name}_{key}": round(float(np.median([r[key] for r in results])), 2)
+           for name, results in runs.items() for key in ("encoder_batch1_p50_ms", "end_to_end_p50_ms")}
     out["exported_end_to_end_ratio"] = round(out["exported_end_to_end_p50_ms"] / out["keras_end_to_end_p50_ms"], 2)
-    apps = {encoder: [] for encoder in runs}
+    if baseline_folder:
+        out["baseline_model"] = str(baseline_folder)
+        out["baseline_end_to_end_ratio"] = round(
+            out["exported_end_to_end_p50_ms"] / out["baseline_exported_end_to_end_p50_ms"], 2)
+    apps = {"keras": [], "exported": []}
     for _ in range(rounds):
         for encoder in apps:
             apps[encoder].append(bench_app(model_folder, backbone, image, beam, encoder))

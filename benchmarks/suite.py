@@ -30,7 +30,8 @@ def run(args) -> dict:
     report = {"device": device(tensorflow=tf.__version__, keras=keras.__version__),
               "settings": {"model": str(args.model), "backbone_weights": captioner.image_encoder.source,
                            "images": args.latency_images, "original_images": args.original_images,
-                           "beam_size": args.beam_size, "quick": args.quick}}
+                           "beam_size": args.beam_size, "quick": args.quick,
+                           "baseline_model": args.baseline_model and str(args.baseline_model)}}
     steps = [
         ("encoder", lambda: bench_encoder(captioner, paths)),
         ("decoder", lambda: bench_decoder(captioner, features)),
@@ -41,7 +42,8 @@ def run(args) -> dict:
         ("training", lambda: bench_training(dataset, captioner.vocab, captioner.max_length - 1,
                                             captioner.image_encoder, args.cache_dir, args.train_captions)),
         ("serving without TensorFlow, and the app", lambda: bench_serving(
-            args.model, captioner.image_encoder.source, paths, paths[0], args.beam_size, args.rounds)),
+            args.model, captioner.image_encoder.source, paths, paths[0], args.beam_size, args.rounds,
+            args.baseline_model)),
     ]
     if args.install_size:
         steps.append(("install size", bench_install_size))

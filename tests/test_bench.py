@@ -2,7 +2,7 @@
 import json
 
 import bench
-from benchmarks.report import INSTALL_KEYS, REPORT_KEYS, TARGETS
+from benchmarks.report import BASELINE_KEYS, INSTALL_KEYS, REPORT_KEYS, TARGETS
 from benchmarks.timing import summary, timed
 
 
@@ -21,14 +21,18 @@ def test_timed_gives_one_duration_per_item_in_order():
 def test_quick_bench_writes_every_measurement(original_layout, exported_model, tmp_path, capsys):
     out = tmp_path / "b.json"
     bench.main(["--data", str(original_layout), "--model", str(exported_model), "--backbone-weights", "none",
-                "--cache-dir", str(tmp_path / "cache"), "--quick", "--json", str(out)])
+                "--cache-dir", str(tmp_path / "cache"), "--quick", "--json", str(out),
+                "--baseline-model", str(exported_model)])  # the model it replaces: here itself
     report = json.loads(out.read_text())
-    missing = [key for key in REPORT_KEYS if report.get(key) is None]
+    missing = [key for key in REPORT_KEYS + BASELINE_KEYS if report.get(key) is None]
     assert not missing
     assert set(report["targets"]) == set(TARGETS)
     assert all(isinstance(t["met"], bool) for key, t in report["targets"].items() if key not in INSTALL_KEYS)
     assert report["targets"]["install_size_ratio"]["met"] is None  # measured only with --install-size
     assert report["exported_end_to_end_ratio"] == round(
         report["exported_end_to_end_p50_ms"] / report["keras_end_to_end_p50_ms"], 2)
+    assert report["baseline_end_to_end_ratio"] == round(
+        report["exported_end_to_end_p50_ms"] / report["baseline_exported_end_to_end_p50_ms"], 2)
+    assert report["baseline_model"] == str(exported_model)
     assert report["train_captions"] == 20 and report["original_train_samples"] == report["train_words"]
     assert "| End-to-end speed-up over the original |" in capsys.readouterr().out
