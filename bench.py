@@ -60,7 +60,7 @@ def parse_args(argv=None):
     p.add_argument("--baseline-model", metavar="FOLDER",
                    help="also time this model folder's exported path end to end, taking turns with --model's, "
                         "for the ratio of --model's app path to it (for example the weights/ it replaces: "
-                        "git archive HEAD weights | tar -x -C /tmp/before)")
+                        "mkdir before && git archive COMMIT weights | tar -x -C before --strip-components=1)")
     p.add_argument("--install-size", action="store_true",
                    help="also build two fresh virtual environments (requirements.txt, and requirements.txt plus "
                         "TensorFlow and Keras) and compare their sizes; needs the package registry or pip's cache")

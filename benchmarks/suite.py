@@ -42,7 +42,7 @@ def run(args) -> dict:
         ("training", lambda: bench_training(dataset, captioner.vocab, captioner.max_length - 1,
                                             captioner.image_encoder, args.cache_dir, args.train_captions)),
         ("serving without TensorFlow, and the app", lambda: bench_serving(
-            args.model, captioner.image_encoder.source, paths, paths[0], args.beam_size, args.rounds,
+            args.model, captioner.image_encoder.backbone_weights, paths, paths[0], args.beam_size, args.rounds,
             args.baseline_model)),
     ]
     if args.install_size:
