@@ -30,8 +30,7 @@ def run(args) -> dict:
     report = {"device": device(tensorflow=tf.__version__, keras=keras.__version__),
               "settings": {"model": str(args.model), "backbone_weights": captioner.image_encoder.source,
                            "images": args.latency_images, "original_images": args.original_images,
-                           "beam_size": args.beam_size, "quick": args.quick,
-                           "baseline_model": args.baseline_model and str(args.baseline_model)}}
+                           "beam_size": args.beam_size, "quick": args.quick}}
     steps = [
         ("encoder", lambda: bench_encoder(captioner, paths)),
         ("decoder", lambda: bench_decoder(captioner, features)),
