@@ -173,20 +173,9 @@ def fit_on_features(args, encoder, model, config, vocab, image_dir, names, train
     features are the exported encoder's: config.json's, or one exported into OUT first."""
     import keras
 
-    from pipeline.artifact import exported_encoder_files
-    from pipeline.openvino_encoder import OpenVINOEncoder
-    from pipeline.openvino_export import export
     from pipeline.training import DevCider, make_dataset, masked_accuracy, masked_loss
 
-    out = Path(args.out)
-    feature_encoder = encoder
-    if args.features_from == "exported":
-        out.mkdir(parents=True, exist_ok=True)
-        if "exported" not in config["encoder"]:
-            config["encoder"]["exported"] = export(encoder, out, args.weight_format, args.precision,
-                                                   args.float32_blocks)
-        exported = config["encoder"]["exported"]
-        feature_encoder = OpenVINOEncoder(exported_encoder_files(out, exported), exported, encoder.fingerprint)
+    feature_encoder = exported_encoder(args, encoder, config) if args.features_from == "exported" else encoder
     log.info("features from %s", feature_encoder.name)
     features = features_or_exit(feature_encoder, image_dir, names, args)
     train_count = len(names) - len(references)
@@ -223,12 +212,10 @@ def fit_with_exit_flow(args, encoder, model, config, vocab, image_dir, names, tr
     it (pipeline/exit_flow.py), then keep the tuned exit flow in --out and export it. Returns what
     fit_on_features does: the encoder is the tuned backbone, the features its export's (what
     the familiarity calibration is fitted on; the decoder learned from Keras')."""
-    from pipeline.artifact import exported_encoder_files, save_exit_flow
+    from pipeline.artifact import save_exit_flow
     from pipeline.encoder import KerasEncoder, exit_flow
     from pipeline.exit_flow import ExitFlowAndDecoder, exit_flow_inputs, fit, mean_loss
     from pipeline.feature_cache import default_cache_dir
-    from pipeline.openvino_encoder import OpenVINOEncoder
-    from pipeline.openvino_export import export
     from pipeline.training import DEV_CIDER, DevScorer, make_dataset
 
     inputs = exit_flow_inputs(encoder, [Path(image_dir) / n for n in names], args.cache_dir or default_cache_dir())
@@ -257,11 +244,23 @@ def fit_with_exit_flow(args, encoder, model, config, vocab, image_dir, names, tr
         return tuned, name, joint.encode(train_inputs), joint.encode(dev_inputs)
     # exported now, so that the familiarity calibration is fitted on what the app computes (and the
     # features that scst.py reads next are cached)
-    config["encoder"]["exported"] = exported = export(tuned, args.out, args.weight_format, args.precision,
-                                                      args.float32_blocks)
-    served = OpenVINOEncoder(exported_encoder_files(Path(args.out), exported), exported, tuned.fingerprint)
-    features = features_or_exit(served, image_dir, names, args)
+    features = features_or_exit(exported_encoder(args, tuned, config), image_dir, names, args)
     return tuned, name, features[:train_count], features[train_count:]
+
+
+def exported_encoder(args, encoder, config: dict):
+    """`encoder` exported into --out as config.json's encoder.exported says (exported first when it
+    says nothing yet), loaded as the app serves it."""
+    from pipeline.artifact import exported_encoder_files
+    from pipeline.openvino_encoder import OpenVINOEncoder
+    from pipeline.openvino_export import export
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if "exported" not in config["encoder"]:
+        config["encoder"]["exported"] = export(encoder, out, args.weight_format, args.precision, args.float32_blocks)
+    exported = config["encoder"]["exported"]
+    return OpenVINOEncoder(exported_encoder_files(out, exported), exported, encoder.fingerprint)
 
 
 def encoder_of_folder(source: Path, pooling: str, backbone_weights, out: Path):
